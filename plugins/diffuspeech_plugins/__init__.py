@@ -1,0 +1,1 @@
+"""First-party diffuspeech plugins, registered through the diffuspeech.plugins entry-point group."""

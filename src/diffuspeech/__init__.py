@@ -1,0 +1,3 @@
+"""diffuspeech: unified speech-text masked diffusion language models."""
+
+__version__ = "0.1.0"

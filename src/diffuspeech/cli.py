@@ -1,0 +1,233 @@
+"""The ``diffuspeech`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from diffuspeech.errors import DiffuSpeechError
+
+log = logging.getLogger("diffuspeech")
+
+DEFAULT_RECIPE = "tiny"
+
+
+def _recipe(args: argparse.Namespace) -> DictConfig:
+    from diffuspeech.recipe import load_recipe
+
+    return load_recipe(args.recipe, args.overrides)
+
+
+def command_plugins(args: argparse.Namespace) -> None:
+    from diffuspeech.interfaces import PLUGIN_KINDS
+    from diffuspeech.registry import get_registry
+
+    registry = get_registry()
+    entries = registry.entries()
+    for kind in PLUGIN_KINDS:
+        print(f"{kind}:")
+        for entry in (e for e in entries if e.kind == kind):
+            print(f"  {entry.name:<16} {entry.description}")
+        if not any(e.kind == kind for e in entries):
+            print("  (none installed)")
+
+
+def _prepare(recipe: DictConfig) -> Path:
+    from diffuspeech.data.corpus import prepare_corpus
+    from diffuspeech.recipe import build_component
+
+    synthesizer = build_component(recipe, "corpus.synthesizer", "speech_synthesizer")
+    return prepare_corpus(recipe, synthesizer)
+
+
+def command_prepare(args: argparse.Namespace) -> None:
+    data_dir = _prepare(_recipe(args))
+    print(f"corpus written to {data_dir}")
+    print((data_dir / "corpus.json").read_text(encoding="utf-8"))
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from diffuspeech.training.run import train
+
+    checkpoint = train(_recipe(args))
+    print(f"last checkpoint: {checkpoint}")
+
+
+def _evaluate(recipe: DictConfig, checkpoint: Path) -> dict[str, Any]:
+    from diffuspeech.evaluation import evaluate
+    from diffuspeech.inference import load_checkpoint
+    from diffuspeech.recipe import build_component
+
+    model = load_checkpoint(checkpoint)
+    recognizer = build_component(recipe, "evaluation.recognizer", "recognizer")
+    settings = recipe.evaluation
+    max_items = int(settings.max_items) if settings.get("max_items") else None
+    report = evaluate(
+        model, recognizer, Path(str(recipe.data_dir)), list(settings.splits), max_items, int(recipe.seed)
+    )
+    report["checkpoint"] = str(checkpoint)
+    path = Path(str(recipe.output_dir)) / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report["report_path"] = str(path)
+    return report
+
+
+SUMMARY_KEYS = (
+    "asr_wer",
+    "s2t_accuracy",
+    "s2s_accuracy",
+    "tts_wer",
+    "recognizer_wer_original_questions",
+    "codec_round_trip_wer_questions",
+    "recognizer_wer_original_answers",
+    "codec_round_trip_wer_answers",
+)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    """Print the report's main metrics as a table, one column per split."""
+    splits = list(report["splits"])
+    print(f"{'metric (%)':<36}" + "".join(f"{split:>20}" for split in splits))
+    for key in SUMMARY_KEYS:
+        print(f"{key:<36}" + "".join(f"{report['splits'][s].get(key, float('nan')):>20}" for s in splits))
+    print(f"report: {report['report_path']}")
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    report = _evaluate(_recipe(args), Path(args.checkpoint))
+    print_summary(report)
+
+
+def _save(path: Path, waveform: Any, sample_rate: int) -> None:
+    from diffuspeech.audio import save_audio
+
+    save_audio(path, waveform, sample_rate)
+    print(f"wrote {path} ({waveform.numel() / sample_rate:.2f} s)")
+
+
+def command_ask(args: argparse.Namespace) -> None:
+    from diffuspeech.inference import load_checkpoint
+
+    model = load_checkpoint(Path(args.checkpoint))
+    thought, waveform = model.ask(Path(args.audio), seed=args.seed)
+    print(f"thought: {thought}")
+    _save(Path(args.output), waveform, model.system.vocoder.sample_rate)
+
+
+def command_transcribe(args: argparse.Namespace) -> None:
+    from diffuspeech.inference import load_checkpoint
+
+    print(load_checkpoint(Path(args.checkpoint)).transcribe(Path(args.audio), seed=args.seed))
+
+
+def command_speak(args: argparse.Namespace) -> None:
+    from diffuspeech.inference import load_checkpoint
+
+    model = load_checkpoint(Path(args.checkpoint))
+    _save(Path(args.output), model.speak(args.text, seed=args.seed), model.system.vocoder.sample_rate)
+
+
+def command_demo(args: argparse.Namespace) -> None:
+    from diffuspeech.data.manifest import read_manifest
+    from diffuspeech.inference import load_checkpoint
+    from diffuspeech.training.run import train
+
+    recipe = _recipe(args)
+    output_dir = Path(str(recipe.output_dir))
+    print(f"== 1/4 prepare: corpus in {recipe.data_dir}")
+    data_dir = _prepare(recipe)
+    print(f"== 2/4 train: run folder {output_dir}")
+    checkpoint = train(recipe)
+    print("== 3/4 evaluate")
+    report = _evaluate(recipe, checkpoint)
+    print_summary(report)
+
+    print("== 4/4 ask one held-out spoken question")
+    row = read_manifest(data_dir / "manifests" / "test.jsonl")[0]
+    model = load_checkpoint(checkpoint)
+    thought, waveform = model.ask(Path(row.get("audio")), seed=int(recipe.seed))
+    print(f"question ({row.get('speaker')}): {row.get('question')}  [{row.get('audio')}]")
+    print(f"thought: {thought}")
+    _save(output_dir / "answer.wav", waveform, model.system.vocoder.sample_rate)
+
+
+def _add_recipe(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    if default is None:
+        parser.add_argument("recipe", help="recipe YAML path, or a name under recipes/ (e.g. tiny)")
+    else:
+        parser.add_argument("recipe", nargs="?", default=default, help=f"recipe path or name (default: {default})")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides as key=value, e.g. training.max_steps=10")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffuspeech", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("plugins", help="list installed plugins by kind").set_defaults(func=command_plugins)
+
+    prepare = commands.add_parser("prepare", help="synthesize the recipe's spoken QA corpus")
+    _add_recipe(prepare, DEFAULT_RECIPE)
+    prepare.set_defaults(func=command_prepare)
+
+    train = commands.add_parser("train", help="train the recipe's model")
+    _add_recipe(train, DEFAULT_RECIPE)
+    train.set_defaults(func=command_train)
+
+    evaluate = commands.add_parser("evaluate", help="write a JSON report on the test splits")
+    evaluate.add_argument("checkpoint", help="checkpoint written by train")
+    _add_recipe(evaluate, DEFAULT_RECIPE)
+    evaluate.set_defaults(func=command_evaluate)
+
+    for name, helptext, func in (
+        ("ask", "answer a spoken question: print the thought, write the spoken answer", command_ask),
+        ("transcribe", "print the transcript of a wav file", command_transcribe),
+    ):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("checkpoint")
+        sub.add_argument("audio", help="wav file")
+        if name == "ask":
+            sub.add_argument("-o", "--output", default="answer.wav", help="where to write the spoken answer")
+        sub.add_argument("--seed", type=int, default=0, help="sampling seed")
+        sub.set_defaults(func=func)
+
+    speak = commands.add_parser("speak", help="speak text into a wav file")
+    speak.add_argument("checkpoint")
+    speak.add_argument("text")
+    speak.add_argument("-o", "--output", default="speech.wav", help="wav file to write")
+    speak.add_argument("--seed", type=int, default=0, help="sampling seed")
+    speak.set_defaults(func=command_speak)
+
+    demo = commands.add_parser("demo", help="prepare, train, evaluate and answer one held-out question")
+    _add_recipe(demo, DEFAULT_RECIPE)
+    demo.set_defaults(func=command_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    for name in ("diffuspeech", "diffuspeech_plugins"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # speechbrain logs its import-time settings at INFO; they are not results.
+    logging.getLogger("speechbrain").setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except DiffuSpeechError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Corpora, manifests, unit caches and the Lightning data module."""

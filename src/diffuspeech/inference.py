@@ -1,0 +1,85 @@
+"""Loading a trained checkpoint and answering, transcribing and speaking with it."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from diffuspeech.audio import load_audio
+from diffuspeech.errors import DiffuSpeechError
+from diffuspeech.generation import Generated, generate_batched
+from diffuspeech.interfaces import Backbone
+from diffuspeech.system import System, build_backbone, compose
+from diffuspeech.training.module import CHECKPOINT_KEY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A trained system and backbone, ready for generation."""
+
+    system: System
+    backbone: Backbone
+
+    def units_of(self, audio_path: Path) -> list[int]:
+        """Return vocabulary ids of the speech units of a wav file."""
+        waveform = load_audio(audio_path, self.system.speech_tokenizer.sample_rate)
+        units = self.system.speech_tokenizer.encode(waveform)
+        return self.system.vocabulary.units_to_ids(units).tolist()
+
+    def run(self, task: str, conditions: list[dict[str, list[int]]], seed: int = 0) -> list[Generated]:
+        """Generate the targets of ``task`` for each condition."""
+        batch_size = int(self.system.recipe.training.batch_size)
+        return generate_batched(self.system, self.backbone, task, conditions, batch_size, seed)
+
+    def ask(self, audio_path: Path, seed: int = 0) -> tuple[str, torch.Tensor]:
+        """Answer a spoken question: return the thought and the spoken answer's waveform."""
+        result = self.run("s2s", [{"question_units": self.units_of(audio_path)}], seed)[0]
+        return result.texts["thought"], self.vocode(result.units["reply_units"])
+
+    def transcribe(self, audio_path: Path, seed: int = 0) -> str:
+        """Return the transcript of a wav file."""
+        return self.run("asr", [{"question_units": self.units_of(audio_path)}], seed)[0].texts["transcript"]
+
+    def speak(self, text: str, seed: int = 0) -> torch.Tensor:
+        """Return the waveform of ``text`` spoken by the model."""
+        ids = self.system.text_tokenizer.encode(text)
+        return self.vocode(self.run("tts", [{"transcript": ids}], seed)[0].units["reply_units"])
+
+    def vocode(self, units: torch.Tensor) -> torch.Tensor:
+        """Decode units to a waveform; an empty unit sequence gives 0.1 s of silence."""
+        if units.numel() == 0:
+            return torch.zeros(self.system.vocoder.sample_rate // 10)
+        return self.system.vocoder.decode(units)
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
+    """Load a diffuspeech checkpoint without executing code from it (``weights_only=True``)."""
+    if not path.is_file():
+        raise DiffuSpeechError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise DiffuSpeechError(
+            f"cannot load checkpoint {path} safely: {error}. Only checkpoints written by diffuspeech "
+            "(tensors and plain values) are accepted"
+        ) from error
+    if CHECKPOINT_KEY not in checkpoint:
+        raise DiffuSpeechError(f"{path} is not a diffuspeech checkpoint: it has no {CHECKPOINT_KEY!r} entry")
+
+    stored = checkpoint[CHECKPOINT_KEY]
+    recipe = OmegaConf.create(stored["recipe"])
+    system = compose(recipe)
+    system.load_plugin_states(stored["plugins"])
+    backbone = build_backbone(recipe, system.vocabulary)
+    prefix = "backbone."
+    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    backbone.load_state_dict(weights)
+    backbone.to(device).eval()
+    return LoadedModel(system, backbone)

@@ -1,0 +1,193 @@
+"""Recipes: OmegaConf YAML that composes plugins into a runnable setup.
+
+A recipe may name parent recipes under ``extends`` (paths relative to the
+recipe's folder); the child's values win. ``key=value`` overrides from the
+command line are applied last. Each component node has the form::
+
+    vocoder:
+      name: griffin_lim        # plugin name, or a dotted path module:Class
+      args: {n_iter: 32}
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from diffuspeech.errors import PluginError, RecipeError
+from diffuspeech.interfaces import Plugin
+from diffuspeech.registry import get_registry
+
+log = logging.getLogger(__name__)
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+"""The first-party recipes of a source checkout."""
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """Return the recipe file for a path, or for a bare name under ``recipes/`` (``tiny`` -> ``recipes/tiny.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (Path("recipes") / f"{name_or_path}.yaml", RECIPES_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise RecipeError(
+        f"recipe {str(name_or_path)!r} not found: give a YAML path or a name under {RECIPES_DIR} "
+        f"(choices: {', '.join(sorted(p.stem for p in RECIPES_DIR.glob('*.yaml')))})"
+    )
+
+
+def _load_tree(path: Path, seen: tuple[Path, ...]) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise RecipeError(f"recipe extends itself: {chain}")
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as error:
+        raise RecipeError(f"cannot read recipe {path}: {error}") from error
+    if not isinstance(node, DictConfig):
+        raise RecipeError(f"recipe {path} must be a mapping at the top level")
+
+    parents = node.pop("extends", None)
+    if parents is None:
+        return node
+    if isinstance(parents, str):
+        parents = [parents]
+    merged = OmegaConf.create()
+    for parent in parents:
+        parent_path = (path.parent / str(parent)).resolve()
+        if not parent_path.is_file():
+            raise RecipeError(f"{path}: extends {parent!r}, but {parent_path} does not exist")
+        merged = OmegaConf.merge(merged, _load_tree(parent_path, (*seen, path)))
+    merged = OmegaConf.merge(merged, node)
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Load a recipe, its parents and ``key=value`` overrides, and resolve interpolations."""
+    path = find_recipe(name_or_path)
+    recipe = _load_tree(path, ())
+
+    for override in overrides:
+        if "=" not in override:
+            raise RecipeError(f"override {override!r} is not of the form key=value")
+        key = override.split("=", 1)[0]
+        if OmegaConf.select(recipe, key, default=None) is None and "." in key:
+            parent = key.rsplit(".", 1)[0]
+            if OmegaConf.select(recipe, parent, default=None) is None:
+                raise RecipeError(f"override {override!r}: the recipe has no section {parent!r}")
+        try:
+            recipe = OmegaConf.merge(recipe, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as error:
+            raise RecipeError(f"invalid override {override!r}: {error}") from error
+
+    try:
+        OmegaConf.resolve(recipe)
+    except OmegaConfBaseException as error:
+        raise RecipeError(f"cannot resolve recipe {path}: {error}") from error
+    assert isinstance(recipe, DictConfig)
+    recipe["recipe_path"] = str(path)
+    return recipe
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Return False only when ``value`` clearly does not fit a simple ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (str, bool):
+        return isinstance(value, annotation)
+    if origin in (list, tuple, Sequence) or annotation in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_arguments(cls: type, args: dict[str, Any], key: str, skip: Sequence[str] = ()) -> None:
+    """Check ``args`` against the signature of ``cls.__init__``: names, required ones and simple types."""
+    signature = inspect.signature(cls.__init__)
+    parameters = {name: p for name, p in signature.parameters.items() if name != "self" and name not in skip}
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):
+        hints = {}
+
+    unknown = sorted(set(args) - set(parameters))
+    if unknown and not accepts_any:
+        raise RecipeError(
+            f"{key}.args: unknown argument(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"choices: {', '.join(parameters) or '(none)'}"
+        )
+    missing = [
+        name
+        for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        and name not in args
+    ]
+    if missing:
+        raise RecipeError(f"{key}.args: missing required argument(s) {', '.join(missing)} for {cls.__name__}")
+    for name, value in args.items():
+        if name in hints and not _matches(value, hints[name]):
+            raise RecipeError(
+                f"{key}.args.{name}: value {value!r} of type {type(value).__name__} does not match "
+                f"{cls.__name__}'s expected type {hints[name]}"
+            )
+
+
+def component_args(recipe: DictConfig, key: str) -> dict[str, Any]:
+    """Return the plain ``args`` mapping of the component at ``key``."""
+    node = OmegaConf.select(recipe, f"{key}.args", default=None)
+    if node is None:
+        return {}
+    if not isinstance(node, DictConfig):
+        raise RecipeError(f"{key}.args must be a mapping, got {node!r}")
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
+
+
+def resolve_component(recipe: DictConfig, key: str, kind: str, skip: Sequence[str] = ()) -> type[Plugin]:
+    """Return the plugin class named at ``key`` after checking its arguments."""
+    node = OmegaConf.select(recipe, key, default=None)
+    if not isinstance(node, DictConfig) or "name" not in node:
+        raise RecipeError(f"{key}: missing; give a mapping with 'name' (a {kind} plugin) and optional 'args'")
+    name = str(node["name"])
+    try:
+        cls = get_registry().get(kind, name)
+    except PluginError as error:
+        raise RecipeError(f"{key}.name: {error}") from error
+    check_arguments(cls.cls, component_args(recipe, key), key, skip)
+    return cls.cls
+
+
+def build_component(recipe: DictConfig, key: str, kind: str, **extra: Any) -> Any:
+    """Build the plugin at ``key`` with its recipe arguments plus ``extra`` ones set by the core."""
+    cls = resolve_component(recipe, key, kind, skip=tuple(extra))
+    args = component_args(recipe, key)
+    clash = sorted(set(args) & set(extra))
+    if clash:
+        raise RecipeError(f"{key}.args: {', '.join(clash)} is set by diffuspeech and must not be given in the recipe")
+    try:
+        return cls(**args, **extra)
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"{key}: invalid arguments for {cls.__name__}: {error}") from error

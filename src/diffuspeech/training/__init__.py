@@ -1,0 +1,1 @@
+"""Training: the Lightning module, tracking and the train entry point."""
