@@ -86,9 +86,7 @@ def test_load_audio_downmixes_stereo(tmp_path: Path) -> None:
 
 def test_load_audio_downmixes_six_channels(tmp_path: Path) -> None:
     """A 5.1 file is averaged over all six channels."""
-    channels = np.stack(
-        [np.full(800, value, dtype=np.float32) for value in (0.6, 0.0, 0.0, 0.0, 0.0, 0.0)], 1
-    )
+    channels = np.stack([np.full(800, value, dtype=np.float32) for value in (0.6, 0.0, 0.0, 0.0, 0.0, 0.0)], 1)
     path = tmp_path / "surround.wav"
     soundfile.write(path, channels, 16000, subtype="FLOAT")
 
@@ -123,9 +121,7 @@ def test_read_audio_keeps_native_rate(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("make_file", "reason"), BAD_FILES, ids=[case[0].__name__ for case in BAD_FILES])
-def test_load_audio_bad_file_names_row(
-    tmp_path: Path, make_file: Callable[[Path], None], reason: str
-) -> None:
+def test_load_audio_bad_file_names_row(tmp_path: Path, make_file: Callable[[Path], None], reason: str) -> None:
     """Each kind of bad file raises AudioError naming the file, manifest and row."""
     path = tmp_path / "clip.wav"
     make_file(path)
@@ -140,9 +136,7 @@ def test_load_audio_bad_file_names_row(
 
 
 @pytest.mark.parametrize(("make_file", "reason"), BAD_FILES, ids=[case[0].__name__ for case in BAD_FILES])
-def test_load_audio_bad_file_without_manifest(
-    tmp_path: Path, make_file: Callable[[Path], None], reason: str
-) -> None:
+def test_load_audio_bad_file_without_manifest(tmp_path: Path, make_file: Callable[[Path], None], reason: str) -> None:
     """Without a manifest the message names the file and no row."""
     path = tmp_path / "clip.wav"
     make_file(path)

@@ -53,9 +53,7 @@ def _read_umask() -> int:
     return 0o022
 
 
-def read_audio(
-    path: PathLike, *, row: int | None = None, manifest: PathLike | None = None
-) -> tuple[torch.Tensor, int]:
+def read_audio(path: PathLike, *, row: int | None = None, manifest: PathLike | None = None) -> tuple[torch.Tensor, int]:
     """Read ``path`` as a float32 mono waveform at the file's own sample rate.
 
     Returns ``(waveform, sample_rate)``, where ``waveform`` has shape (samples,),
@@ -72,15 +70,12 @@ def read_audio(
 
     if not file_path.exists():
         raise AudioError(
-            f"audio file {location} not found (resolved to '{file_path.resolve()}'). "
-            "Fix the path or restore the file."
+            f"audio file {location} not found (resolved to '{file_path.resolve()}'). Fix the path or restore the file."
         )
     if file_path.is_dir():
         raise AudioError(f"audio path {location} is a directory, not a file. Point it at an audio file.")
     if file_path.stat().st_size == 0:
-        raise AudioError(
-            f"audio file {location} is empty (0 bytes). Re-create it, or drop it from the manifest."
-        )
+        raise AudioError(f"audio file {location} is empty (0 bytes). Re-create it, or drop it from the manifest.")
 
     try:
         samples, sample_rate = soundfile.read(file_path, dtype="float32", always_2d=True)
@@ -92,9 +87,7 @@ def read_audio(
 
     # samples: (frames, channels)
     if samples.shape[0] == 0:
-        raise AudioError(
-            f"audio file {location} contains no samples. Re-create it, or drop it from the manifest."
-        )
+        raise AudioError(f"audio file {location} contains no samples. Re-create it, or drop it from the manifest.")
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise AudioError(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from diffuspeech.errors import DiffuSpeechError
 
@@ -69,9 +69,7 @@ def _evaluate(recipe: DictConfig, checkpoint: Path) -> dict[str, Any]:
     recognizer = build_component(recipe, "evaluation.recognizer", "recognizer")
     settings = recipe.evaluation
     max_items = int(settings.max_items) if settings.get("max_items") else None
-    report = evaluate(
-        model, recognizer, Path(str(recipe.data_dir)), list(settings.splits), max_items, int(recipe.seed)
-    )
+    report = evaluate(model, recognizer, Path(str(recipe.data_dir)), list(settings.splits), max_items, int(recipe.seed))
     report["checkpoint"] = str(checkpoint)
     path = Path(str(recipe.output_dir)) / "report.json"
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -156,6 +154,18 @@ def command_demo(args: argparse.Namespace) -> None:
     print(f"question ({row.get('speaker')}): {row.get('question')}  [{row.get('audio')}]")
     print(f"thought: {thought}")
     _save(output_dir / "answer.wav", waveform, model.system.vocoder.sample_rate)
+    _plots(recipe, waveform, model.system.vocoder.sample_rate, thought)
+
+
+def _plots(recipe: DictConfig, waveform: Any, sample_rate: int, thought: str) -> None:
+    from diffuspeech.plots import plot_spectrogram, plot_training_curves
+    from diffuspeech.training.tracking import tracking_uri
+
+    output_dir = Path(str(recipe.output_dir))
+    run_id = (output_dir / "mlflow_run_id").read_text(encoding="utf-8").strip()
+    curves = plot_training_curves(tracking_uri(recipe), run_id, output_dir / "training_curves.png")
+    spectrogram = plot_spectrogram(waveform, sample_rate, output_dir / "answer.png", f"spoken answer ({thought})")
+    print(f"plots: {curves}, {spectrogram}")
 
 
 def _add_recipe(parser: argparse.ArgumentParser, default: str | None = None) -> None:

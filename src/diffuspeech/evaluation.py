@@ -97,7 +97,9 @@ class Evaluator:
         )
 
         distinct = sorted(set(answers))
-        tts = self.model.run("tts", [{"transcript": system.text_tokenizer.encode(text)} for text in distinct], self.seed)
+        tts = self.model.run(
+            "tts", [{"transcript": system.text_tokenizer.encode(text)} for text in distinct], self.seed
+        )
         metrics["tts_wer"] = wer(
             self.judge([self.model.vocode(out.units["reply_units"]) for out in tts], self.answer_choices), distinct
         )

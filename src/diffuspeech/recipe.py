@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from diffuspeech.errors import PluginError, RecipeError
@@ -53,7 +54,7 @@ def _load_tree(path: Path, seen: tuple[Path, ...]) -> DictConfig:
         raise RecipeError(f"recipe extends itself: {chain}")
     try:
         node = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as error:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
         raise RecipeError(f"cannot read recipe {path}: {error}") from error
     if not isinstance(node, DictConfig):
         raise RecipeError(f"recipe {path} must be a mapping at the top level")
@@ -68,10 +69,29 @@ def _load_tree(path: Path, seen: tuple[Path, ...]) -> DictConfig:
         parent_path = (path.parent / str(parent)).resolve()
         if not parent_path.is_file():
             raise RecipeError(f"{path}: extends {parent!r}, but {parent_path} does not exist")
-        merged = OmegaConf.merge(merged, _load_tree(parent_path, (*seen, path)))
-    merged = OmegaConf.merge(merged, node)
-    assert isinstance(merged, DictConfig)
-    return merged
+        merged = typing.cast(DictConfig, OmegaConf.merge(merged, _load_tree(parent_path, (*seen, path))))
+    return typing.cast(DictConfig, OmegaConf.merge(merged, node))
+
+
+def _check_override_key(recipe: DictConfig, key: str, override: str) -> None:
+    """Reject an override whose key would create a new section, which is most often a typo.
+
+    New keys are allowed where the recipe has a parent mapping, and under a
+    component's ``args`` (``noise_schedule.speech.args.power=3``).
+    """
+    parts = key.split(".")
+    existing = 0
+    while existing < len(parts) and OmegaConf.select(recipe, ".".join(parts[: existing + 1]), default=None) is not None:
+        existing += 1
+    missing = parts[existing:]
+    if len(missing) <= 1:
+        return
+    parent = ".".join(parts[:existing])
+    node = OmegaConf.select(recipe, parent, default=None) if parent else None
+    if missing[0] == "args" and isinstance(node, DictConfig) and "name" in node:
+        return
+    section = ".".join(parts[: existing + 1])
+    raise RecipeError(f"override {override!r}: the recipe has no section {section!r}; check the key for typos")
 
 
 def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -82,13 +102,9 @@ def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Dict
     for override in overrides:
         if "=" not in override:
             raise RecipeError(f"override {override!r} is not of the form key=value")
-        key = override.split("=", 1)[0]
-        if OmegaConf.select(recipe, key, default=None) is None and "." in key:
-            parent = key.rsplit(".", 1)[0]
-            if OmegaConf.select(recipe, parent, default=None) is None:
-                raise RecipeError(f"override {override!r}: the recipe has no section {parent!r}")
+        _check_override_key(recipe, override.split("=", 1)[0], override)
         try:
-            recipe = OmegaConf.merge(recipe, OmegaConf.from_dotlist([override]))
+            recipe = typing.cast(DictConfig, OmegaConf.merge(recipe, OmegaConf.from_dotlist([override])))
         except OmegaConfBaseException as error:
             raise RecipeError(f"invalid override {override!r}: {error}") from error
 
@@ -123,15 +139,16 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 def check_arguments(cls: type, args: dict[str, Any], key: str, skip: Sequence[str] = ()) -> None:
     """Check ``args`` against the signature of ``cls.__init__``: names, required ones and simple types."""
-    signature = inspect.signature(cls.__init__)
+    init = cls.__init__  # type: ignore[misc]
+    signature = inspect.signature(init)
     parameters = {name: p for name, p in signature.parameters.items() if name != "self" and name not in skip}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(init)
     except (NameError, TypeError):
         hints = {}
 
-    unknown = sorted(set(args) - set(parameters))
+    unknown = sorted(set(args) - set(parameters) - set(skip))
     if unknown and not accepts_any:
         raise RecipeError(
             f"{key}.args: unknown argument(s) {', '.join(unknown)} for {cls.__name__}; "

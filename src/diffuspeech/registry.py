@@ -50,8 +50,7 @@ def check_plugin_class(kind: str, name: str, cls: object, source: str) -> type[P
     abstract = sorted(getattr(cls, "__abstractmethods__", ()))
     if abstract:
         raise PluginError(
-            f"plugin {kind}.{name} from {source} does not implement {', '.join(abstract)} "
-            f"required by {base.__name__}"
+            f"plugin {kind}.{name} from {source} does not implement {', '.join(abstract)} required by {base.__name__}"
         )
     return cls
 

@@ -106,8 +106,11 @@ def budgets_from_recipe(recipe: DictConfig) -> Budgets:
     if unknown:
         raise RecipeError(f"layout: unknown key(s) {', '.join(unknown)}; choices: {', '.join(sorted(allowed))}")
     for key, value in values.items():
+        key = str(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-            raise RecipeError(f"layout.{key}: must be an integer of at least 2 (content plus closing marker), got {value!r}")
+            raise RecipeError(
+                f"layout.{key}: must be an integer of at least 2 (content plus closing marker), got {value!r}"
+            )
     return Budgets(**{str(k): int(v) for k, v in values.items()})
 
 

@@ -115,6 +115,13 @@ def test_decode_is_deterministic(vocoder: GriffinLimVocoder) -> None:
     assert torch.equal(vocoder.decode(units), vocoder.decode(units))
 
 
+def test_decode_keeps_global_random_state(vocoder: GriffinLimVocoder) -> None:
+    """Decoding leaves torch's global random state unchanged."""
+    state = torch.get_rng_state()
+    vocoder.decode(torch.tensor([2, 4, 6]))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_decode_empty_units(vocoder: GriffinLimVocoder) -> None:
     """No units decode to an empty float32 waveform."""
     waveform = vocoder.decode(torch.zeros(0, dtype=torch.int64))
@@ -123,7 +130,7 @@ def test_decode_empty_units(vocoder: GriffinLimVocoder) -> None:
 
 
 def test_decode_before_attach_raises() -> None:
-    """Decoding without a tokenizer asks for attach."""
+    """Decoding before attach raises an error that names attach."""
     vocoder = GriffinLimVocoder(num_units=NUM_UNITS, frame_rate=50.0)
     with pytest.raises(RuntimeError, match=r"call attach\(speech_tokenizer\)"):
         vocoder.decode(torch.tensor([1, 2, 3]))
@@ -154,7 +161,7 @@ def test_attach_rejects_mismatched_num_units(tokenizer: MelKMeansTokenizer) -> N
 def test_attach_rejects_mismatched_frame_rate(tokenizer: MelKMeansTokenizer) -> None:
     """Attaching a tokenizer with another frame rate names both values."""
     vocoder = GriffinLimVocoder(num_units=NUM_UNITS, frame_rate=100.0)
-    with pytest.raises(ValueError, match="vocoder has 100.0 Hz, MelKMeansTokenizer has 50.0 Hz"):
+    with pytest.raises(ValueError, match=r"vocoder has 100\.0 Hz, MelKMeansTokenizer has 50\.0 Hz"):
         vocoder.attach(tokenizer)
 
 
@@ -166,7 +173,7 @@ def test_attach_rejects_mismatched_sample_rate(tokenizer: MelKMeansTokenizer) ->
 
 
 def test_attach_rejects_unfitted_tokenizer() -> None:
-    """Attaching an unfitted tokenizer asks for fit."""
+    """Attaching an unfitted tokenizer raises an error that names fit."""
     vocoder = GriffinLimVocoder(num_units=NUM_UNITS, frame_rate=50.0)
     with pytest.raises(ValueError, match="not fitted"):
         vocoder.attach(MelKMeansTokenizer(num_units=NUM_UNITS))

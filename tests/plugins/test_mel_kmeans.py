@@ -156,7 +156,7 @@ def test_load_rejects_missing_key(tokenizer: MelKMeansTokenizer) -> None:
 
 
 def test_encode_before_fit_raises(waveforms: list[torch.Tensor]) -> None:
-    """Encoding with no centroids asks for fit."""
+    """Encoding before fit raises an error that names fit."""
     tokenizer = MelKMeansTokenizer(num_units=NUM_UNITS)
     with pytest.raises(RuntimeError, match="call fit"):
         tokenizer.encode(waveforms[0])
@@ -179,7 +179,7 @@ def test_fit_subsamples_to_max_fit_frames(waveforms: list[torch.Tensor]) -> None
 
 
 def test_reservoir_keeps_distinct_rows() -> None:
-    """The reservoir holds distinct rows from the stream and is seeded."""
+    """The reservoir contains distinct stream rows and is seeded."""
     stream = torch.arange(1000, dtype=torch.float32).unsqueeze(1)
     samples = []
     for _ in range(2):
@@ -200,21 +200,21 @@ def test_reservoir_keeps_distinct_rows() -> None:
 def test_reservoir_is_roughly_uniform() -> None:
     """Each stream row is kept with probability close to capacity / count."""
     generator = torch.Generator().manual_seed(0)
-    kept = np.zeros(200)
+    keep_counts = np.zeros(200)
     for _ in range(300):
         sample = torch.empty(20, 1)
         seen = 0
         for chunk in torch.arange(200, dtype=torch.float32).unsqueeze(1).split(30):
             seen = _reservoir_add(sample, seen, chunk, generator)
-        kept[sample.squeeze(1).long().numpy()] += 1
-    first_half, second_half = kept[:100].mean() / 300, kept[100:].mean() / 300
+        keep_counts[sample.squeeze(1).long().numpy()] += 1
+    first_half, second_half = keep_counts[:100].mean() / 300, keep_counts[100:].mean() / 300
     assert first_half == pytest.approx(0.1, abs=0.02)
     assert second_half == pytest.approx(0.1, abs=0.02)
 
 
 @pytest.mark.parametrize("samples", [0, 100, 320])
 def test_encode_short_waveform(tokenizer: MelKMeansTokenizer, samples: int) -> None:
-    """Waveforms shorter than one full stack give no units."""
+    """Very short waveforms drop their partial stack (0, 100 and 320 samples give 0, 0 and 1 unit)."""
     units = tokenizer.encode(torch.zeros(samples))
     assert units.dtype == torch.int64
     assert units.shape == ((samples // 160 + 1) // 2,)
@@ -231,7 +231,10 @@ def test_encode_rejects_batched_input(tokenizer: MelKMeansTokenizer) -> None:
     [
         ({"normalization": "global"}, "normalization must be one of"),
         ({"stack": 0}, "stack must be a positive integer"),
-        ({"num_units": 64, "max_fit_frames": 10}, "max_fit_frames \\(10\\) must be at least num_units \\(64\\)"),
+        (
+            {"num_units": 64, "max_fit_frames": 10},
+            "max_fit_frames \\(10\\) must be at least num_units \\(64\\)",
+        ),
     ],
 )
 def test_constructor_rejects_invalid_settings(kwargs: dict[str, object], message: str) -> None:

@@ -155,9 +155,7 @@ def test_new_vocabulary_replaces_old(flite: FliteSynthesizer) -> None:
 
 
 @needs_flite
-def test_choices_return_normalized_choice(
-    recognizer: PocketsphinxRecognizer, flite: FliteSynthesizer
-) -> None:
+def test_choices_return_normalized_choice(recognizer: PocketsphinxRecognizer, flite: FliteSynthesizer) -> None:
     """With multi-word choices the result is the matching choice, normalized."""
     waveform, sample_rate = flite.synthesize("what is seven plus five", "awb")
     choices = ["What is seven plus FIVE?", "What is six plus five?", "How much is seven minus five?"]
@@ -167,9 +165,7 @@ def test_choices_return_normalized_choice(
 
 @needs_flite
 @pytest.mark.parametrize("sample_rate", [8000, 22050, 44100])
-def test_input_is_resampled(
-    recognizer: PocketsphinxRecognizer, flite: FliteSynthesizer, sample_rate: int
-) -> None:
+def test_input_is_resampled(recognizer: PocketsphinxRecognizer, flite: FliteSynthesizer, sample_rate: int) -> None:
     """Speech at rates other than 16 kHz is resampled before decoding."""
     waveform, native_rate = flite.synthesize("seventeen", "awb")
     resampled = torchaudio.functional.resample(waveform, native_rate, sample_rate)
@@ -259,8 +255,6 @@ def test_transcribe_rejects_invalid(
 
 
 @pytest.mark.parametrize("choices", [None, ["one", "two"]])
-def test_empty_waveform_gives_empty_text(
-    recognizer: PocketsphinxRecognizer, choices: list[str] | None
-) -> None:
+def test_empty_waveform_gives_empty_text(recognizer: PocketsphinxRecognizer, choices: list[str] | None) -> None:
     """An empty waveform is transcribed as the empty string."""
     assert recognizer.transcribe(torch.zeros(0), 16000, choices=choices) == ""

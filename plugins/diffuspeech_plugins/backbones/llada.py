@@ -65,9 +65,7 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(d_model, mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(mlp_hidden_size, d_model, bias=False)
 
-    def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         h = self.attn_norm(x)
 
@@ -147,6 +145,8 @@ class LLaDABackbone(Backbone):
         x = self.transformer["wte"](tokens)
         cos, sin = rotary_tables(n, self.head_dim, self.rope_theta, tokens.device)
         key_mask = attention_mask[:, None, None, :]
-        for block in self.transformer["blocks"]:
+        blocks = self.transformer["blocks"]
+        assert isinstance(blocks, nn.ModuleList)
+        for block in blocks:
             x = block(x, key_mask, cos.to(x.dtype), sin.to(x.dtype))
         return self.transformer["ff_out"](self.transformer["ln_f"](x))

@@ -125,9 +125,7 @@ class PocketsphinxRecognizer(Recognizer):
             self._vocabulary_decoder = decoder
         log.debug("pocketsphinx vocabulary set to %d words", len(words))
 
-    def transcribe(
-        self, waveform: torch.Tensor, sample_rate: int, choices: Sequence[str] | None = None
-    ) -> str:
+    def transcribe(self, waveform: torch.Tensor, sample_rate: int, choices: Sequence[str] | None = None) -> str:
         """Return the words heard in ``waveform`` (samples,) at ``sample_rate`` Hz.
 
         The result is lower-case words separated by single spaces, or "" when
@@ -135,9 +133,7 @@ class PocketsphinxRecognizer(Recognizer):
         it is one of the choices, normalized as ``normalize_words`` does, or "".
         """
         if waveform.dim() != 1:
-            raise ValueError(
-                f"transcribe expects a mono waveform of shape (samples,), got {tuple(waveform.shape)}"
-            )
+            raise ValueError(f"transcribe expects a mono waveform of shape (samples,), got {tuple(waveform.shape)}")
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
         grammar_key = self._normalize_choices(choices) if choices is not None else None

@@ -73,8 +73,7 @@ class EspeakEngine:
             import espeakng_loader
         except ImportError as error:
             raise ImportError(
-                "EspeakNGSynthesizer needs the PyPI package espeakng-loader: "
-                "run `pip install espeakng-loader`"
+                "EspeakNGSynthesizer needs the PyPI package espeakng-loader: run `pip install espeakng-loader`"
             ) from error
 
         library_path = espeakng_loader.get_library_path()
@@ -191,9 +190,7 @@ class EspeakEngine:
             ):
                 status = self.library.espeak_SetParameter(parameter, value, 0)
                 if status != EE_OK:
-                    raise RuntimeError(
-                        f"espeak_SetParameter({parameter}, {value}) failed with status {status}"
-                    )
+                    raise RuntimeError(f"espeak_SetParameter({parameter}, {value}) failed with status {status}")
 
             encoded = text.encode("utf-8")
             buffer = ctypes.create_string_buffer(encoded)
@@ -206,9 +203,7 @@ class EspeakEngine:
             finally:
                 self._chunks = []
         if status != EE_OK:
-            raise RuntimeError(
-                f"espeak_Synth failed with status {status} for voice {voice!r} on {text[:80]!r}"
-            )
+            raise RuntimeError(f"espeak_Synth failed with status {status} for voice {voice!r} on {text[:80]!r}")
         return np.frombuffer(audio, dtype=np.int16)
 
 
@@ -252,17 +247,13 @@ class EspeakNGSynthesizer(SpeechSynthesizer):
     calls wait for each other.
     """
 
-    description: ClassVar[str] = (
-        "espeak-ng formant synthesizer via espeakng-loader (22,050 Hz, many languages)"
-    )
+    description: ClassVar[str] = "espeak-ng formant synthesizer via espeakng-loader (22,050 Hz, many languages)"
 
     def __init__(self, voices: list[str] | None = None) -> None:
         self._engine = get_engine()
         requested = list(DEFAULT_VOICES) if voices is None else list(voices)
         if not requested:
-            raise ValueError(
-                "voices must name at least one espeak-ng voice, for example ['en-us', 'en-us+f3']"
-            )
+            raise ValueError("voices must name at least one espeak-ng voice, for example ['en-us', 'en-us+f3']")
         for name in requested:
             self._check_voice(name)
         self._voices = requested
@@ -277,9 +268,7 @@ class EspeakNGSynthesizer(SpeechSynthesizer):
         """Output sample rate in Hz (22,050 for the espeak-ng data in espeakng-loader)."""
         return self._engine.sample_rate
 
-    def synthesize(
-        self, text: str, voice: str, rate: float = 1.0, pitch: float = 1.0
-    ) -> tuple[torch.Tensor, int]:
+    def synthesize(self, text: str, voice: str, rate: float = 1.0, pitch: float = 1.0) -> tuple[torch.Tensor, int]:
         """Speak ``text`` and return (float32 waveform (samples,) in [-1, 1], 22,050).
 
         Raises ``ValueError`` for an unknown voice, empty text, or a rate or
@@ -287,9 +276,7 @@ class EspeakNGSynthesizer(SpeechSynthesizer):
         when espeak-ng fails or produces no samples.
         """
         if voice not in self._voices:
-            raise ValueError(
-                f"unknown espeak-ng voice {voice!r}; available voices: {', '.join(self._voices)}"
-            )
+            raise ValueError(f"unknown espeak-ng voice {voice!r}; available voices: {', '.join(self._voices)}")
         if not text.strip():
             raise ValueError(f"text to synthesize is empty or only whitespace: {text!r}")
         rate_wpm = self._rate_to_wpm(rate)

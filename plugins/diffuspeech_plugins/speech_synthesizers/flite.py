@@ -49,8 +49,7 @@ VOICE_SETTINGS: dict[str, VoiceSettings] = {
 }
 
 INSTALL_HINT = (
-    "run `apt-get install flite` (Debian/Ubuntu) or `brew install flite` (macOS), "
-    "or pass binary='/path/to/flite'"
+    "run `apt-get install flite` (Debian/Ubuntu) or `brew install flite` (macOS), or pass binary='/path/to/flite'"
 )
 
 
@@ -116,9 +115,7 @@ class FliteSynthesizer(SpeechSynthesizer):
         """Names of the flite voices this synthesizer speaks with."""
         return list(self._voices)
 
-    def synthesize(
-        self, text: str, voice: str, rate: float = 1.0, pitch: float = 1.0
-    ) -> tuple[torch.Tensor, int]:
+    def synthesize(self, text: str, voice: str, rate: float = 1.0, pitch: float = 1.0) -> tuple[torch.Tensor, int]:
         """Speak ``text`` and return (float32 waveform (samples,) in [-1, 1], sample rate in Hz).
 
         Raises ``ValueError`` for an unknown voice, empty text, or a rate or
@@ -183,9 +180,7 @@ class FliteSynthesizer(SpeechSynthesizer):
             log.debug("running %s", " ".join(command))
 
             try:
-                completed = subprocess.run(
-                    command, capture_output=True, text=True, timeout=self.timeout_s, check=False
-                )
+                completed = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s, check=False)
             except subprocess.TimeoutExpired as error:
                 raise RuntimeError(
                     f"flite timed out after {self.timeout_s} s with voice {voice!r} on text {text[:80]!r}; "

@@ -142,27 +142,27 @@ class MelKMeansTokenizer(SpeechTokenizer):
         self.seed = seed
         self.iterations = iterations
 
-        # Fbank takes its window and hop in milliseconds and rounds them to samples.
+        # Fbank takes its window and hop in milliseconds, so its STFT reports the rounded sample counts.
         win_ms, hop_ms = 25.0, 10.0
-        win_length = round(sample_rate * win_ms / 1000)
-        hop_length = round(sample_rate * hop_ms / 1000)
-        self._mel_spec = MelSpec(
-            sample_rate=sample_rate,
-            n_fft=win_length,
-            win_length=win_length,
-            hop_length=hop_length,
-            f_min=0.0,
-            f_max=float(sample_rate // 2),
-            n_mels=n_mels,
-        )
         self._fbank = Fbank(
             sample_rate=sample_rate,
-            n_fft=win_length,
+            n_fft=round(sample_rate * win_ms / 1000),
             n_mels=n_mels,
             f_min=0,
             f_max=sample_rate // 2,
             win_length=win_ms,
             hop_length=hop_ms,
+        )
+        win_length = int(self._fbank.compute_STFT.win_length)
+        hop_length = int(self._fbank.compute_STFT.hop_length)
+        self._mel_spec = MelSpec(
+            sample_rate=sample_rate,
+            n_fft=int(self._fbank.compute_STFT.n_fft),
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=0.0,
+            f_max=float(sample_rate // 2),
+            n_mels=n_mels,
         )
         self.frame_rate = sample_rate / (hop_length * stack)
 
@@ -189,9 +189,7 @@ class MelKMeansTokenizer(SpeechTokenizer):
         No normalization is applied. An empty waveform gives zero frames.
         """
         if waveform.dim() != 1:
-            raise ValueError(
-                f"waveform must be a mono tensor of shape (samples,), got shape {tuple(waveform.shape)}"
-            )
+            raise ValueError(f"waveform must be a mono tensor of shape (samples,), got shape {tuple(waveform.shape)}")
         if waveform.numel() == 0:
             return torch.zeros(0, self.n_mels)
         with torch.no_grad():
@@ -209,6 +207,11 @@ class MelKMeansTokenizer(SpeechTokenizer):
         """Learn the centroids from (samples,) float waveforms at ``sample_rate``.
 
         Raises ``ValueError`` when the corpus has fewer stacked vectors than ``num_units``.
+
+        NOTE: ``MiniBatchKMeans`` runs on every core through OpenMP. On a 2-core machine
+        shared with other busy processes, 1024 units on 44,000 vectors took 58 s with
+        2 threads and 5 s with 1, so wrap ``fit`` in ``threadpoolctl.threadpool_limits(1)``
+        when the cores are shared.
         """
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(self.seed)
@@ -226,10 +229,10 @@ class MelKMeansTokenizer(SpeechTokenizer):
             vectors = self._stacked_vectors(log_mels)
             seen = _reservoir_add(sample, seen, vectors, generator)
 
-        kept = min(seen, self.max_fit_frames)
-        if kept < self.num_units:
+        sample_size = min(seen, self.max_fit_frames)
+        if sample_size < self.num_units:
             raise ValueError(
-                f"fit received {utterances} waveforms with {kept} stacked frames, fewer than "
+                f"fit received {utterances} waveforms with {sample_size} stacked frames, fewer than "
                 f"num_units={self.num_units}; pass more audio or lower num_units"
             )
         features_done = time.perf_counter()
@@ -241,19 +244,19 @@ class MelKMeansTokenizer(SpeechTokenizer):
             n_init=1,
             random_state=self.seed,
         )
-        kmeans.fit(sample[:kept].numpy())
+        kmeans.fit(sample[:sample_size].numpy())
         self._centroids = torch.from_numpy(np.asarray(kmeans.cluster_centers_, dtype=np.float32))
         self._global_mean = (mel_sum / max(mel_frames, 1)).float()
         log.info(
             "fitted %d units on %d of %d stacked frames from %d waveforms "
             "(features %.1f s, k-means %.1f s, inertia per vector %.1f)",
             self.num_units,
-            kept,
+            sample_size,
             seen,
             utterances,
             features_done - started,
             time.perf_counter() - features_done,
-            kmeans.inertia_ / kept,
+            kmeans.inertia_ / sample_size,
         )
 
     def _require_centroids(self) -> torch.Tensor:
@@ -305,9 +308,7 @@ class MelKMeansTokenizer(SpeechTokenizer):
                 f"(num_units, stack * n_mels); build the tokenizer with the settings it was fitted with"
             )
         if tuple(global_mean.shape) != (self.n_mels,):
-            raise ValueError(
-                f"global_mean has shape {tuple(global_mean.shape)}, expected ({self.n_mels},) (n_mels)"
-            )
+            raise ValueError(f"global_mean has shape {tuple(global_mean.shape)}, expected ({self.n_mels},) (n_mels)")
         self._centroids = centroids.clone()
         self._global_mean = global_mean.clone()
 

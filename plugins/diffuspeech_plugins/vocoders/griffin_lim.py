@@ -33,8 +33,9 @@ class GriffinLimVocoder(Vocoder):
 
     The waveform has ``frames * stack * hop_length`` samples, which is
     ``frames / frame_rate * sample_rate``, and is scaled to a peak of 0.9. The
-    random initial phase is drawn from a generator seeded with ``seed``, so decoding
-    the same units twice gives the same waveform.
+    random initial phase comes from torch's global generator, seeded with ``seed``
+    inside ``torch.random.fork_rng``. So decoding the same units twice gives the
+    same waveform, and the caller's random state is left unchanged.
     """
 
     description: ClassVar[str] = "Griffin-Lim over the centroid log-mels of a mel k-means tokenizer (no training)"
@@ -85,9 +86,7 @@ class GriffinLimVocoder(Vocoder):
         differ from this vocoder's or when it is not fitted.
         """
         name = type(speech_tokenizer).__name__
-        if not callable(getattr(speech_tokenizer, "unit_log_mels", None)) or not hasattr(
-            speech_tokenizer, "mel_spec"
-        ):
+        if not callable(getattr(speech_tokenizer, "unit_log_mels", None)) or not hasattr(speech_tokenizer, "mel_spec"):
             raise TypeError(
                 f"{type(self).__name__} needs a speech tokenizer with unit_log_mels() and mel_spec, "
                 f"such as MelKMeansTokenizer, but got {name}"
@@ -110,8 +109,8 @@ class GriffinLimVocoder(Vocoder):
         if not speech_tokenizer.is_fitted():
             raise ValueError(f"{name} is not fitted; call its fit(waveforms) before attaching the vocoder")
 
-        mel_spec: MelSpec = speech_tokenizer.mel_spec  # type: ignore[attr-defined]
-        unit_log_mels: torch.Tensor = speech_tokenizer.unit_log_mels()  # type: ignore[attr-defined]
+        mel_spec: MelSpec = speech_tokenizer.mel_spec
+        unit_log_mels: torch.Tensor = speech_tokenizer.unit_log_mels()
         if unit_log_mels.dim() != 3 or unit_log_mels.shape[0] != self.num_units:
             raise ValueError(
                 f"{name}.unit_log_mels() has shape {tuple(unit_log_mels.shape)}, "
@@ -127,16 +126,13 @@ class GriffinLimVocoder(Vocoder):
         self._mel_spec = mel_spec
         self._mel_to_linear = _mel_pseudo_inverse(mel_spec.filterbank())
         self._window = mel_spec.window_tensor()
-        log.info(
-            "attached to %s: %d units of %d x %d log-mels", name, self.num_units, *unit_log_mels.shape[1:]
-        )
+        log.info("attached to %s: %d units of %d x %d log-mels", name, self.num_units, *unit_log_mels.shape[1:])
 
     def decode(self, units: torch.Tensor) -> torch.Tensor:
         """Return the float32 waveform (frames * stack * hop_length,) of int64 units (frames,)."""
         if self._unit_log_mels is None or self._mel_spec is None:
             raise RuntimeError(
-                f"{type(self).__name__} has no unit table; call attach(speech_tokenizer) "
-                "with a fitted tokenizer first"
+                f"{type(self).__name__} has no unit table; call attach(speech_tokenizer) with a fitted tokenizer first"
             )
         assert self._mel_to_linear is not None and self._window is not None
         if units.dim() != 1:
@@ -145,8 +141,7 @@ class GriffinLimVocoder(Vocoder):
             raise ValueError(f"units must be an integer tensor, got dtype {units.dtype}")
         if units.numel() and (int(units.min()) < 0 or int(units.max()) >= self.num_units):
             raise ValueError(
-                f"units must be in [0, {self.num_units}), got values from {int(units.min())} "
-                f"to {int(units.max())}"
+                f"units must be in [0, {self.num_units}), got values from {int(units.min())} to {int(units.max())}"
             )
 
         spec = self._mel_spec
@@ -190,8 +185,8 @@ class GriffinLimVocoder(Vocoder):
 def _mel_pseudo_inverse(filterbank: torch.Tensor) -> torch.Tensor:
     """Return the (n_mels, n_stft) map from mel power to a minimum-norm linear power spectrum.
 
-    Below about 600 Hz at 16 kHz the mel filters are narrower than one STFT bin, so
-    the filter matrix is rank deficient. Its smallest singular values are 1e-7
+    With 80 mel bins at 16 kHz, the filters below about 600 Hz are narrower than
+    one 40 Hz STFT bin, so the filter matrix is rank deficient. Its smallest singular values are 1e-7
     or less, and their inverses would reach millions. A quantized
     (inconsistent) mel vector would then turn into a loud narrow-band tone, so
     singular values below 1e-4 of the largest are dropped.

@@ -21,10 +21,12 @@ import json
 import logging
 import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -124,15 +126,32 @@ class CorpusWriter:
         self.durations: dict[str, float] = {}
 
     def speak(self, text: str, voice: str, variant: Variant) -> tuple[str, float]:
-        """Return the path (relative to ``manifests/``) and duration of ``text`` spoken by ``voice``."""
+        """Return the path (relative to ``manifests/``) and duration of ``text`` spoken by ``voice``.
+
+        A wav file left by an earlier run with the same text, voice and variant is reused.
+        """
         relative = f"audio/{_audio_name(text, voice, variant)}"
         if relative not in self.durations:
-            waveform, sample_rate = self.synthesizer.synthesize(text, voice, rate=variant.rate, pitch=variant.pitch)
-            if waveform.numel() == 0:
-                raise DataError(f"synthesizer returned no audio for {text!r} with voice {voice}")
-            save_audio(self.data_dir / relative, waveform, sample_rate)
-            self.durations[relative] = round(waveform.numel() / sample_rate, 3)
+            path = self.data_dir / relative
+            if path.is_file() and path.stat().st_size > 44:
+                self.durations[relative] = round(sf.info(str(path)).duration, 3)
+            else:
+                waveform, sample_rate = self.synthesizer.synthesize(text, voice, rate=variant.rate, pitch=variant.pitch)
+                if waveform.numel() == 0:
+                    raise DataError(f"synthesizer returned no audio for {text!r} with voice {voice}")
+                save_audio(path, waveform, sample_rate)
+                self.durations[relative] = round(waveform.numel() / sample_rate, 3)
         return f"../{relative}", self.durations[relative]
+
+    def speak_all(self, jobs: list[tuple[str, str, Variant]], workers: int) -> None:
+        """Synthesize ``jobs`` of (text, voice, variant) with ``workers`` threads, showing progress."""
+        distinct = list(dict.fromkeys(jobs))
+        with (
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+            tqdm(total=len(distinct), desc="synthesizing", unit="utt") as progress,
+        ):
+            for _ in pool.map(lambda job: self.speak(*job), distinct):
+                progress.update(1)
 
 
 def _variants(settings: DictConfig) -> list[Variant]:
@@ -156,7 +175,6 @@ def _qa_rows(
     variants: list[Variant],
     reply_voice: str,
     writer: CorpusWriter,
-    progress: tqdm,
 ) -> list[dict[str, Any]]:
     rows = []
     for index, item in enumerate(items):
@@ -164,7 +182,6 @@ def _qa_rows(
         for voice in voices:
             for variant in variants:
                 audio, duration = writer.speak(item.question, voice, variant)
-                progress.update(1)
                 rows.append(
                     {
                         "id": f"{split}-{index:05d}-{voice}-{variant.tag}",
@@ -243,24 +260,34 @@ def prepare_corpus(recipe: DictConfig, synthesizer: SpeechSynthesizer) -> Path:
 
     variants = _variants(settings)
     writer = CorpusWriter(synthesizer, data_dir)
-    total = (
-        len(splits["train"]) * len(voices) * len(variants)
-        + (len(splits["valid"]) + len(splits["test"])) * len(voices)
-        + len(splits["test"])
-    )
-    log.info("Synthesizing about %d utterances into %s", total, data_dir / "audio")
+    plan = {
+        "train": (voices, variants),
+        "valid": (voices, [Variant()]),
+        "test": (voices, [Variant()]),
+        "test_unseen_voice": ([unseen_voice], [Variant()]),
+    }
+    items_of = {**splits, "test_unseen_voice": splits["test"]}
+    words = NUMBER_WORDS if settings.source == "arithmetic" and settings.arithmetic.word_utterances else []
 
-    with tqdm(total=total, desc="synthesizing", unit="utt") as progress:
-        manifests = {
-            "train": _qa_rows("train", splits["train"], voices, variants, reply_voice, writer, progress),
-            "valid": _qa_rows("valid", splits["valid"], voices, [Variant()], reply_voice, writer, progress),
-            "test": _qa_rows("test", splits["test"], voices, [Variant()], reply_voice, writer, progress),
-            "test_unseen_voice": _qa_rows(
-                "test_unseen_voice", splits["test"], [unseen_voice], [Variant()], reply_voice, writer, progress
-            ),
-        }
-    if settings.source == "arithmetic" and settings.arithmetic.word_utterances:
-        manifests["train"] += _word_rows(NUMBER_WORDS, voices, variants, reply_voice, writer)
+    # Synthesize every distinct utterance in parallel first; building the rows then only reads the results.
+    jobs = [
+        (item.question, voice, variant)
+        for split, (split_voices, split_variants) in plan.items()
+        for item in items_of[split]
+        for voice in split_voices
+        for variant in split_variants
+    ]
+    jobs += [(item.answer, reply_voice, Variant()) for group in splits.values() for item in group]
+    jobs += [(word, voice, variant) for word in words for voice in voices for variant in variants]
+    jobs += [(word, reply_voice, Variant()) for word in words]
+    log.info("Synthesizing %d distinct utterances into %s", len(set(jobs)), data_dir / "audio")
+    writer.speak_all(jobs, int(settings.workers))
+
+    manifests = {
+        split: _qa_rows(split, items_of[split], split_voices, split_variants, reply_voice, writer)
+        for split, (split_voices, split_variants) in plan.items()
+    }
+    manifests["train"] += _word_rows(words, voices, variants, reply_voice, writer)
 
     for split, rows in manifests.items():
         write_manifest(data_dir / "manifests" / f"{split}.jsonl", rows)

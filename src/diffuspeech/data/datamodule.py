@@ -191,8 +191,7 @@ class SpeechTextDataModule(L.LightningDataModule):
         """Lay out and pad a list of (task, row) pairs."""
         vocabulary = self.system.vocabulary
         layouts = [
-            build_layout(task, dict(row.fields), vocabulary, self.system.budgets, item_id=row.id)
-            for task, row in pairs
+            build_layout(task, dict(row.fields), vocabulary, self.system.budgets, item_id=row.id) for task, row in pairs
         ]
         return collate_layouts(layouts, [row.id for _, row in pairs], vocabulary.pad_id)
 

@@ -87,7 +87,9 @@ def read_manifest(path: Path) -> list[ManifestRow]:
             try:
                 text = raw_bytes.decode("utf-8").strip()
             except UnicodeDecodeError as error:
-                raise DataError(f"{path}, row {line}: not valid UTF-8 ({error}); re-encode the file as UTF-8") from error
+                raise DataError(
+                    f"{path}, row {line}: not valid UTF-8 ({error}); re-encode the file as UTF-8"
+                ) from error
             if not text:
                 continue
             try:
@@ -107,8 +109,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 def write_manifest(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write rows as JSONL atomically: a reader never sees a half-written manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False)
-    with handle:
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(handle.name, path)

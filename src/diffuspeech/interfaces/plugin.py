@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from abc import ABC
 from typing import Any, ClassVar
 
 
-class Plugin:
+class Plugin(ABC):
     """A component that a recipe names and the registry builds.
 
     Subclasses set ``description`` to one line shown by ``diffuspeech plugins``.

@@ -24,7 +24,5 @@ class Recognizer(Plugin):
         """Restrict open recognition to the words that occur in ``texts``."""
 
     @abstractmethod
-    def transcribe(
-        self, waveform: torch.Tensor, sample_rate: int, choices: Sequence[str] | None = None
-    ) -> str:
+    def transcribe(self, waveform: torch.Tensor, sample_rate: int, choices: Sequence[str] | None = None) -> str:
         """Return the transcript of ``waveform``."""

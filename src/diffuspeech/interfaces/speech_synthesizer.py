@@ -24,7 +24,5 @@ class SpeechSynthesizer(Plugin):
         """Names of the voices this synthesizer can speak with."""
 
     @abstractmethod
-    def synthesize(
-        self, text: str, voice: str, rate: float = 1.0, pitch: float = 1.0
-    ) -> tuple[torch.Tensor, int]:
+    def synthesize(self, text: str, voice: str, rate: float = 1.0, pitch: float = 1.0) -> tuple[torch.Tensor, int]:
         """Return (waveform (samples,), sample_rate)."""

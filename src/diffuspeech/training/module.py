@@ -50,6 +50,13 @@ class DiffusionLM(L.LightningModule):
         logits = self.backbone(noised.tokens, batch.attention_mask)
         return diffusion_loss(logits, batch.tokens, noised, batch.target_mask)
 
+    def on_train_epoch_start(self) -> None:
+        # The task mixture draws from (seed, epoch, index), so each epoch sees a new draw.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_dataset", None)
+        if dataset is not None and hasattr(dataset, "epoch"):
+            dataset.epoch = self.current_epoch
+
     def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         loss = self._loss(batch)
         size = batch.tokens.shape[0]
@@ -64,8 +71,10 @@ class DiffusionLM(L.LightningModule):
         self.log("valid/loss", loss, prog_bar=True, batch_size=batch.tokens.shape[0])
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, Batch) else super().transfer_batch_to_device(
-            batch, device, dataloader_idx
+        return (
+            batch.to(device)
+            if isinstance(batch, Batch)
+            else super().transfer_batch_to_device(batch, device, dataloader_idx)
         )
 
     def configure_optimizers(self) -> Any:

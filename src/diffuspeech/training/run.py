@@ -36,15 +36,15 @@ def prepare_features(system: System, data_dir: Path, output_dir: Path) -> UnitCa
 
 def train(recipe: DictConfig) -> Path:
     """Train the recipe's model; return the path of the last checkpoint."""
+    # Composition checks every plugin before anything is read or written.
+    system = compose(recipe)
+
     settings = recipe.training
     output_dir = Path(str(recipe.output_dir))
     data_dir = Path(str(recipe.data_dir))
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(recipe.seed), workers=True)
     torch.set_float32_matmul_precision("high")
-
-    # Composition checks every plugin before any data is read.
-    system = compose(recipe)
 
     # The vocabulary size depends on the fitted text tokenizer, so features come before the model.
     units = prepare_features(system, data_dir, output_dir)
@@ -72,7 +72,7 @@ def train(recipe: DictConfig) -> Path:
         devices=settings.devices,
         strategy=str(settings.strategy),
         num_nodes=int(settings.num_nodes),
-        precision=str(settings.precision),
+        precision=str(settings.precision),  # type: ignore[arg-type]
         gradient_clip_val=float(settings.gradient_clip),
         accumulate_grad_batches=int(settings.accumulate_grad_batches),
         val_check_interval=int(settings.validation_interval),

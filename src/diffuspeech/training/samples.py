@@ -39,7 +39,7 @@ class ValidationSamples(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or self.items == 0:
             return
         assert isinstance(module, DiffusionLM)
-        datamodule = trainer.datamodule
+        datamodule = getattr(trainer, "datamodule", None)
         assert isinstance(datamodule, SpeechTextDataModule)
         system = module.system
         rows = [row for row in datamodule.valid_rows if "s2t" in row.tasks][: self.items]
