@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from diffuspeech_plugins.speech_synthesizers.espeak_ng import EspeakNGSynthesizer, get_engine
 
 from diffuspeech.interfaces import SpeechSynthesizer
+from diffuspeech_plugins.speech_synthesizers.espeak_ng import EspeakNGSynthesizer, get_engine
 
 SENTENCE = "what is seven plus five. the quick brown fox jumps over the lazy dog"
 

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffuspeech_plugins.speech_synthesizers.flite import FliteSynthesizer
 
 from diffuspeech.interfaces import SpeechSynthesizer
+from diffuspeech_plugins.speech_synthesizers.flite import FliteSynthesizer
 
 needs_flite = pytest.mark.skipif(
     shutil.which("flite") is None, reason="the flite program is not installed (apt-get install flite)"

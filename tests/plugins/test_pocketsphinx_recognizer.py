@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 import torchaudio.functional
+
+from diffuspeech.interfaces import Recognizer
 from diffuspeech_plugins.recognizers.pocketsphinx_recognizer import PocketsphinxRecognizer, normalize_words
 from diffuspeech_plugins.speech_synthesizers.espeak_ng import EspeakNGSynthesizer
 from diffuspeech_plugins.speech_synthesizers.flite import FliteSynthesizer
-
-from diffuspeech.interfaces import Recognizer
 
 needs_flite = pytest.mark.skipif(
     shutil.which("flite") is None, reason="the flite program is not installed (apt-get install flite)"
