@@ -322,10 +322,10 @@ def parse_arguments() -> argparse.Namespace:
         "--iterations",
         type=int,
         nargs="+",
-        default=[16, 32, 64],
+        default=[8, 16, 32, 64],
         help="Griffin-Lim iteration counts, each tried with the largest codebook and no normalization",
     )
-    parser.add_argument("--default-iterations", type=int, default=32, help="Griffin-Lim iterations elsewhere")
+    parser.add_argument("--default-iterations", type=int, default=16, help="Griffin-Lim iterations elsewhere")
 
     parser.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES), help="flite voice names")
     parser.add_argument("--train-sentences", type=int, default=120, help="distinct sentences to fit on")

@@ -155,6 +155,14 @@ def test_load_rejects_missing_key(tokenizer: MelKMeansTokenizer) -> None:
         MelKMeansTokenizer(num_units=NUM_UNITS).load_state_dict(state)
 
 
+def test_unfitted_state_dict_is_empty() -> None:
+    """An unfitted tokenizer saves and restores an empty state."""
+    tokenizer = MelKMeansTokenizer(num_units=NUM_UNITS)
+    assert tokenizer.state_dict() == {}
+    tokenizer.load_state_dict({})
+    assert not tokenizer.is_fitted()
+
+
 def test_encode_before_fit_raises(waveforms: list[torch.Tensor]) -> None:
     """Encoding before fit raises an error that names fit."""
     tokenizer = MelKMeansTokenizer(num_units=NUM_UNITS)

@@ -291,11 +291,21 @@ class MelKMeansTokenizer(SpeechTokenizer):
         return centroids.clone()
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the centroids (num_units, stack * n_mels) and the corpus mean log-mel (n_mels,)."""
-        return {"centroids": self._require_centroids().clone(), "global_mean": self._global_mean.clone()}
+        """Return the centroids (num_units, stack * n_mels) and the corpus mean log-mel (n_mels,).
+
+        An unfitted tokenizer has nothing to save and returns an empty dict.
+        """
+        if self._centroids is None:
+            return {}
+        return {"centroids": self._centroids.clone(), "global_mean": self._global_mean.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore centroids and corpus mean saved by ``state_dict``, checking their shapes."""
+        """Restore centroids and corpus mean saved by ``state_dict``, checking their shapes.
+
+        An empty dict, as saved by an unfitted tokenizer, leaves the tokenizer unfitted.
+        """
+        if not state:
+            return
         missing = {"centroids", "global_mean"} - set(state)
         if missing:
             raise ValueError(f"{type(self).__name__} state is missing keys {sorted(missing)}")

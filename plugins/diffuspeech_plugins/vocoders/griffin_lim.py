@@ -36,6 +36,11 @@ class GriffinLimVocoder(Vocoder):
     random initial phase comes from torch's global generator, seeded with ``seed``
     inside ``torch.random.fork_rng``. So decoding the same units twice gives the
     same waveform, and the caller's random state is left unchanged.
+
+    The default of 16 iterations comes from ``benchmarks/codec_roundtrip.py`` with
+    1024 units: pocketsphinx recognized the output as well as with 32 or 64
+    iterations (slightly better for the flite voice slt), at half the decode time
+    of 32. See ``docs/codec.md``.
     """
 
     description: ClassVar[str] = "Griffin-Lim over the centroid log-mels of a mel k-means tokenizer (no training)"
@@ -47,7 +52,7 @@ class GriffinLimVocoder(Vocoder):
         num_units: int,
         frame_rate: float,
         sample_rate: int = 16000,
-        n_iter: int = 32,
+        n_iter: int = 16,
         momentum: float = 0.99,
         smoothing: int = 1,
         seed: int = 0,
