@@ -15,6 +15,7 @@ Run from the repository root (about 5 minutes on 2 CPU cores):
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import platform
@@ -83,6 +84,7 @@ class Result:
     num_units: int | None = None
     normalization: str = ""
     n_iter: int | None = None
+    vocoder_seed: int | None = None
     wer_by_voice: dict[str, float] = field(default_factory=dict)
     wer_all: float = float("nan")
     fit_seconds: float | None = None
@@ -92,7 +94,7 @@ class Result:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Conditions of the whole run: wall time in seconds, torch threads and the load average at start."""
+    """Conditions of the whole run: wall time in seconds, thread count and the load average at start."""
 
     total_seconds: float
     threads: int
@@ -176,18 +178,20 @@ def run_codec(
     recognizer: PocketsphinxRecognizer,
     num_units: int,
     normalization: str,
-    iteration_counts: Sequence[int],
+    vocoder_settings: Sequence[tuple[int, int]],
     seed: int,
 ) -> list[Result]:
-    """Fit one tokenizer and score the round trip once per Griffin-Lim iteration count."""
+    """Fit one tokenizer and score the round trip once per Griffin-Lim (n_iter, seed) setting."""
     tokenizer = MelKMeansTokenizer(num_units=num_units, normalization=normalization, seed=seed)
     started = time.perf_counter()
     tokenizer.fit(utterance.waveform for utterance in train)
     fit_seconds = time.perf_counter() - started
 
     results = []
-    for n_iter in iteration_counts:
-        vocoder = GriffinLimVocoder(num_units=num_units, frame_rate=tokenizer.frame_rate, n_iter=n_iter)
+    for n_iter, vocoder_seed in vocoder_settings:
+        vocoder = GriffinLimVocoder(
+            num_units=num_units, frame_rate=tokenizer.frame_rate, n_iter=n_iter, seed=vocoder_seed
+        )
         vocoder.attach(tokenizer)
         timings = {"encode": 0.0, "decode": 0.0, "audio": 0.0}
 
@@ -210,16 +214,18 @@ def run_codec(
             num_units=num_units,
             normalization=normalization,
             n_iter=n_iter,
+            vocoder_seed=vocoder_seed,
             fit_seconds=fit_seconds,
         )
         score(result, test, recognizer, round_trip)
         result.encode_seconds_per_second = timings["encode"] / timings["audio"]
         result.decode_seconds_per_second = timings["decode"] / timings["audio"]
         log.info(
-            "%d units, %s normalization, n_iter %d: WER %.1f%%",
+            "%d units, %s normalization, n_iter %d, vocoder seed %d: WER %.1f%%",
             num_units,
             normalization,
             n_iter,
+            vocoder_seed,
             result.wer_all,
         )
         results.append(result)
@@ -247,7 +253,7 @@ def render_markdown(
     load_note = ""
     if run.load_average >= 1.0:
         load_note = ", so other processes shared the cores and the timings are upper bounds"
-    header = ["condition", "units", "normalization", "n_iter", "WER all %"]
+    header = ["condition", "units", "normalization", "n_iter", "vocoder seed", "WER all %"]
     header += [f"WER {voice} %" for voice in voices]
     header += ["fit s", "encode s per audio s", "decode s per audio s"]
     lines = [
@@ -284,6 +290,7 @@ def render_markdown(
             format_number(result.num_units, 0) if result.num_units else "–",
             result.normalization or "–",
             str(result.n_iter) if result.n_iter else "–",
+            "–" if result.vocoder_seed is None else str(result.vocoder_seed),
             f"{result.wer_all:.1f}",
         ]
         row += [f"{result.wer_by_voice.get(voice, float('nan')):.1f}" for voice in voices]
@@ -300,8 +307,25 @@ def render_markdown(
         lines += [
             "",
             f"Lowest round-trip WER in this run: {best.wer_all:.1f} % with {best.num_units} units, "
-            f"{best.normalization} normalization and n_iter {best.n_iter}.",
+            f"{best.normalization} normalization, n_iter {best.n_iter} and vocoder seed {best.vocoder_seed}.",
         ]
+
+    tokenizer_defaults = inspect.signature(MelKMeansTokenizer).parameters
+    vocoder_defaults = inspect.signature(GriffinLimVocoder).parameters
+    lines += [
+        "",
+        "## Notes",
+        "",
+        f"- Plugin defaults: `MelKMeansTokenizer(num_units={tokenizer_defaults['num_units'].default}, "
+        f"normalization={tokenizer_defaults['normalization'].default!r})` and "
+        f"`GriffinLimVocoder(n_iter={vocoder_defaults['n_iter'].default})`.",
+        "- The rows that differ only in vocoder seed show how much WER moves with Griffin-Lim's random "
+        "initial phase alone. Differences between other rows that are no larger than that spread are "
+        "within noise.",
+        "- The judge's pocketsphinx decoder carries its cepstral mean normalization from one utterance to the "
+        "next, so a transcript can depend on the utterances decoded before it. Every condition decodes the "
+        "test set in the same order.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +350,16 @@ def parse_arguments() -> argparse.Namespace:
         help="Griffin-Lim iteration counts, each tried with the largest codebook and no normalization",
     )
     parser.add_argument("--default-iterations", type=int, default=16, help="Griffin-Lim iterations elsewhere")
+    parser.add_argument(
+        "--vocoder-seeds",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help=(
+            "extra Griffin-Lim seeds (random initial phase) tried with the largest codebook, no normalization "
+            "and --default-iterations, to show how much WER varies from the phase alone. Seed 0 is always run"
+        ),
+    )
 
     parser.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES), help="flite voice names")
     parser.add_argument("--train-sentences", type=int, default=120, help="distinct sentences to fit on")
@@ -379,10 +413,13 @@ def run_benchmark(arguments: argparse.Namespace) -> None:
     largest = max(arguments.units)
     for normalization in arguments.normalizations:
         for num_units in sorted(arguments.units):
-            iteration_counts = [arguments.default_iterations]
+            vocoder_settings = [(arguments.default_iterations, 0)]
             if normalization == "none" and num_units == largest:
                 iteration_counts = sorted({*arguments.iterations, arguments.default_iterations})
-            results += run_codec(train, test, recognizer, num_units, normalization, iteration_counts, arguments.seed)
+                vocoder_settings = [(n_iter, 0) for n_iter in iteration_counts]
+                extra_seeds = [seed for seed in arguments.vocoder_seeds if seed != 0]
+                vocoder_settings += [(arguments.default_iterations, seed) for seed in extra_seeds]
+            results += run_codec(train, test, recognizer, num_units, normalization, vocoder_settings, arguments.seed)
 
     page = render_markdown(
         results,

@@ -1,7 +1,7 @@
 """Sequence layouts of each task.
 
 A layout is a task token followed by spans. Every span opens with a marker
-(``<|sot|>`` for text, ``<|sos|>`` for speech). A condition span holds its
+(``<|sot|>`` for text, ``<|sos|>`` for speech). A condition span contains its
 content and its closing marker. A target span has a fixed budget of positions:
 its content, then the closing marker repeated to fill the budget, so the
 model learns where the content ends. Markers and the task token are part of
@@ -19,7 +19,7 @@ import torch
 
 from diffuspeech.vocabulary import SPEECH, TEXT, Vocabulary
 
-# Which spans each task has: (field name, modality, is_target).
+# The spans of each task, in order: (field name, modality, is_target).
 TASK_SPANS: dict[str, tuple[tuple[str, int, bool], ...]] = {
     "asr": (("question_units", SPEECH, False), ("transcript", TEXT, True)),
     "tts": (("transcript", TEXT, False), ("reply_units", SPEECH, True)),

@@ -1,9 +1,10 @@
 """Composition: turns a recipe into the plugins of one speech-text system.
 
-``compose`` builds every component except the backbone and checks what can
-be checked before any work starts: plugin names and arguments, the vocoder's
-unit count, frame rate and sample rate against the speech tokenizer's, and
-the backbone's vocabulary size against the unified vocabulary.
+``compose`` builds every component except the backbone's weights before any
+work starts. It checks plugin names and arguments, and the vocoder's unit
+count and frame rate against the speech tokenizer's. A backbone
+``vocab_size`` in the recipe is rejected, because the core sets it from the
+unified vocabulary.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def check_codec_compatibility(speech_tokenizer: SpeechTokenizer, vocoder: Vocode
 
 
 def budgets_from_recipe(recipe: DictConfig) -> Budgets:
-    """Read ``layout`` budgets; each must be a positive integer."""
+    """Read ``layout`` budgets; each must be an integer of at least 2."""
     node = OmegaConf.select(recipe, "layout", default=None)
     values = OmegaConf.to_container(node) if isinstance(node, DictConfig) else {}
     assert isinstance(values, dict)

@@ -1,6 +1,6 @@
 """The unified vocabulary: text ids, then special tokens, then speech units.
 
-Every id the model sees is defined here; no other module hard-codes one.
+Every id of the model's input and output is defined here; no other module hard-codes one.
 Layout of the id space::
 
     [0, text_size)                          text tokenizer ids
