@@ -143,7 +143,7 @@ def test_compose_tiny() -> None:
     assert isinstance(system.schedules[TEXT], LinearSchedule)
     assert isinstance(system.schedules[SPEECH], CosineSchedule)
     assert isinstance(system.sampler, ConfidenceSampler)
-    assert system.sampler.steps == 16
+    assert system.sampler.steps == 32
     assert system.budgets == Budgets(transcript=14, thought=10, answer=4, reply_units=32)
 
 

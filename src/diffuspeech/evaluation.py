@@ -28,6 +28,7 @@ from diffuspeech.data.features import UnitCache, load_row_audio
 from diffuspeech.data.manifest import ManifestRow, read_manifest
 from diffuspeech.inference import LoadedModel
 from diffuspeech.interfaces import Recognizer
+from diffuspeech.threads import limited_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ class Evaluator:
     def judge(self, waveforms: list[torch.Tensor], choices: list[str] | None) -> list[str]:
         """Transcribe waveforms at the vocoder's rate with the recognizer."""
         rate = self.model.system.vocoder.sample_rate
-        return [
-            self.recognizer.transcribe(waveform, rate, choices)
-            for waveform in tqdm(waveforms, desc="recognizing", unit="utt", leave=False)
-        ]
+        with limited_threads(1):
+            return [
+                self.recognizer.transcribe(waveform, rate, choices)
+                for waveform in tqdm(waveforms, desc="recognizing", unit="utt", leave=False)
+            ]
 
     def _question_conditions(self, rows: list[ManifestRow]) -> list[dict[str, list[int]]]:
         vocabulary = self.model.system.vocabulary
@@ -127,12 +129,12 @@ class Evaluator:
         originals, decoded, references = [], [], []
         for row in rows:
             originals.append(load_row_audio(row.get("audio"), row, "audio", rate))
-            decoded.append(system.vocoder.decode(self.units[row.get("audio")]))
+            decoded.append(self.model.vocode(self.units[row.get("audio")]))
             references.append(row.get("transcript"))
 
         reply_rows = {row.get("reply_audio"): row for row in rows}
         reply_originals = [load_row_audio(path, row, "reply_audio", rate) for path, row in reply_rows.items()]
-        reply_decoded = [system.vocoder.decode(self.units[path]) for path in reply_rows]
+        reply_decoded = [self.model.vocode(self.units[path]) for path in reply_rows]
         reply_references = [row.get("answer") for row in reply_rows.values()]
         return {
             "recognizer_wer_original_questions": wer(self.judge(originals, None), references),

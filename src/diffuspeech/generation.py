@@ -65,6 +65,7 @@ def generate(
         target_mask=batch.target_mask.to(device),
         allowed=allowed_ids(system, batch.modality.to(device)),
         mask_id=vocabulary.mask_id,
+        modality=batch.modality.to(device),
     )
     was_training = backbone.training
     backbone.eval()

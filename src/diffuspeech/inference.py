@@ -15,6 +15,7 @@ from diffuspeech.errors import DiffuSpeechError
 from diffuspeech.generation import Generated, generate_batched
 from diffuspeech.interfaces import Backbone
 from diffuspeech.system import System, build_backbone, compose
+from diffuspeech.threads import limited_threads
 from diffuspeech.training.module import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class LoadedModel:
         """Decode units to a waveform; an empty unit sequence gives 0.1 s of silence."""
         if units.numel() == 0:
             return torch.zeros(self.system.vocoder.sample_rate // 10)
-        return self.system.vocoder.decode(units)
+        with limited_threads(1):
+            return self.system.vocoder.decode(units)
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:

@@ -38,20 +38,29 @@ def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.
 class ConfidenceSampler(Sampler):
     """Predict every masked position, then keep the k_i most confident.
 
-    Thought and speech positions are denoised together. At temperature 0 the
-    choice is greedy. The confidence of a position is the softmax
+    With ``order="joint"`` (DiffuSpeech's setting) thought and speech
+    positions are denoised together. With ``order="text_first"`` the text
+    targets get the first ``steps // 2`` steps and the speech targets the
+    rest, so speech is generated from a finished thought (a batch with one
+    modality only gives it every step). At temperature 0
+    the choice is greedy. The confidence of a position is the softmax
     probability of the chosen token (float64).
     """
 
     description = "confidence-based unmasking with a linear unmask count (LLaDA, DiffuSpeech)"
 
-    def __init__(self, steps: int = 32, temperature: float = 1.0) -> None:
+    def __init__(self, steps: int = 32, temperature: float = 1.0, order: str = "joint") -> None:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {temperature}")
+        if order not in ("joint", "text_first"):
+            raise ValueError(f"order {order!r} is invalid; choices: joint, text_first")
+        if order == "text_first" and steps < 2:
+            raise ValueError(f"order text_first needs at least 2 steps, got {steps}")
         self.steps = steps
         self.temperature = temperature
+        self.order = order
 
     @torch.no_grad()
     def sample(
@@ -62,9 +71,35 @@ class ConfidenceSampler(Sampler):
     ) -> torch.Tensor:
         tokens = request.tokens.clone()
         masked = request.target_mask & (tokens == request.mask_id)
-        counts = unmask_counts(masked.sum(dim=1), self.steps)
+        if self.order == "joint":
+            return self._denoise(model, request, tokens, masked, self.steps, generator)
+        if request.modality is None:
+            raise ValueError("order text_first needs SamplingRequest.modality")
 
-        for step in range(self.steps):
+        # Text targets first, then speech targets conditioned on the finished text. The steps are
+        # shared only when the batch has both, so TTS keeps every step for its speech.
+        text = masked & (request.modality == 0)
+        speech = masked & ~text
+        text_steps = self.steps // 2 if speech.any() else self.steps
+        if not text.any():
+            text_steps = 0
+        tokens = self._denoise(model, request, tokens, text, text_steps, generator)
+        return self._denoise(model, request, tokens, speech, self.steps - text_steps, generator)
+
+    def _denoise(
+        self,
+        model: ModelFunction,
+        request: SamplingRequest,
+        tokens: torch.Tensor,
+        masked: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Unmask the ``masked`` positions of ``tokens`` in ``steps`` steps."""
+        masked = masked.clone()
+        counts = unmask_counts(masked.sum(dim=1), steps)
+
+        for step in range(steps):
             if not masked.any():
                 break
             logits = model(tokens, request.attention_mask).double()

@@ -24,6 +24,7 @@ from diffuspeech.audio import AudioError, load_audio
 from diffuspeech.data.manifest import ManifestRow
 from diffuspeech.errors import DataError
 from diffuspeech.interfaces import SpeechTokenizer, TextTokenizer
+from diffuspeech.threads import limited_threads
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,12 @@ def fit_speech_tokenizer(tokenizer: SpeechTokenizer, rows: list[ManifestRow], ma
     random.Random(seed).shuffle(references)
     chosen = references[:max_files]
     log.info("Fitting %s on %d audio files", type(tokenizer).__name__, len(chosen))
-    waveforms = [
-        load_row_audio(path, row, name, tokenizer.sample_rate)
-        for path, (row, name) in tqdm(chosen, desc="loading audio for the speech tokenizer", unit="file")
-    ]
-    tokenizer.fit(waveforms)
+    with limited_threads(1):
+        waveforms = [
+            load_row_audio(path, row, name, tokenizer.sample_rate)
+            for path, (row, name) in tqdm(chosen, desc="loading audio for the speech tokenizer", unit="file")
+        ]
+        tokenizer.fit(waveforms)
 
 
 def tokenizer_fingerprint(tokenizer: SpeechTokenizer) -> str:
@@ -100,14 +102,15 @@ class UnitCache:
         missing = [(path, ref) for path, ref in audio_references(rows).items() if path not in self.units]
         if not missing:
             return
-        for path, (row, name) in tqdm(missing, desc="computing speech units", unit="file"):
-            waveform = load_row_audio(path, row, name, self.tokenizer.sample_rate)
-            units = self.tokenizer.encode(waveform)
-            if units.numel() == 0:
-                raise DataError(
-                    f"{row.manifest}, row {row.line} (id {row.id}): {path} is too short to give one speech unit"
-                )
-            self.units[path] = units.to(torch.int64).contiguous()
+        with limited_threads(1):
+            for path, (row, name) in tqdm(missing, desc="computing speech units", unit="file"):
+                waveform = load_row_audio(path, row, name, self.tokenizer.sample_rate)
+                units = self.tokenizer.encode(waveform)
+                if units.numel() == 0:
+                    raise DataError(
+                        f"{row.manifest}, row {row.line} (id {row.id}): {path} is too short to give one speech unit"
+                    )
+                self.units[path] = units.to(torch.int64).contiguous()
         self.save()
 
     def save(self) -> None:

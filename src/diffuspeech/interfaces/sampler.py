@@ -22,7 +22,9 @@ class SamplingRequest:
       every position to generate, padding past each sequence's end;
     - ``attention_mask`` (b, n) bool: True at real positions;
     - ``target_mask`` (b, n) bool: True at the positions to generate;
-    - ``allowed`` (b, n, V) bool: the ids each position may take.
+    - ``allowed`` (b, n, V) bool: the ids each position may take;
+    - ``modality`` (b, n) int64: TEXT (0) or SPEECH (1) at target positions,
+      -1 elsewhere, for samplers that order the modalities.
     """
 
     tokens: torch.Tensor
@@ -30,6 +32,7 @@ class SamplingRequest:
     target_mask: torch.Tensor
     allowed: torch.Tensor
     mask_id: int
+    modality: torch.Tensor | None = None
 
 
 class Sampler(Plugin):
