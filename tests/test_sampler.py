@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import torch
 
+from diffuspeech.data.datamodule import collate_layouts
 from diffuspeech.interfaces import SamplingRequest
 from diffuspeech.layouts import Budgets, build_layout
-from diffuspeech.vocabulary import Vocabulary
+from diffuspeech.vocabulary import SPEECH, TEXT, Vocabulary
 from diffuspeech_plugins.backbones.llada import LLaDABackbone
 from diffuspeech_plugins.samplers.confidence import ConfidenceSampler, unmask_counts
 
@@ -204,3 +205,33 @@ def test_invalid_settings(arguments: dict[str, Any], message: str) -> None:
     """A step count below 1 or a negative temperature raises ValueError."""
     with pytest.raises(ValueError, match=message):
         ConfidenceSampler(**arguments)
+
+
+@pytest.mark.parametrize("task", ["s2t", "tts", "s2s"])
+def test_text_first_unmasks_every_task(task: str) -> None:
+    """text_first completes batches with text targets only, speech targets only, or both."""
+    vocabulary = Vocabulary(text_size=12, num_units=8)
+    budgets = Budgets(transcript=4, thought=4, answer=3, reply_units=5)
+    fields: dict[str, list[int] | None] = {
+        "question_units": vocabulary.units_to_ids(torch.tensor([1, 2, 3])).tolist(),
+        "transcript": [1, 2],
+        "thought": None,
+        "answer": None,
+        "reply_units": None,
+    }
+    layout = build_layout(task, fields, vocabulary, budgets)
+    batch = collate_layouts([layout, layout], ["a", "b"], vocabulary.pad_id)
+    torch.manual_seed(0)
+    model = LLaDABackbone(vocabulary.size, d_model=32, n_layers=1, n_heads=2, mlp_hidden_size=64).eval()
+    table = torch.stack(
+        [vocabulary.allowed_ids(TEXT), vocabulary.allowed_ids(SPEECH), torch.ones(vocabulary.size, dtype=torch.bool)]
+    )
+    allowed = table[torch.where(batch.modality < 0, torch.full_like(batch.modality, 2), batch.modality)]
+    request = SamplingRequest(
+        batch.tokens, batch.attention_mask, batch.target_mask, allowed, vocabulary.mask_id, batch.modality
+    )
+
+    tokens = ConfidenceSampler(steps=4, temperature=0.0, order="text_first").sample(model, request)
+
+    assert not (tokens == vocabulary.mask_id).any()
+    assert torch.equal(tokens[~batch.target_mask], batch.tokens[~batch.target_mask])

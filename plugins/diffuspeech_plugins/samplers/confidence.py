@@ -95,7 +95,9 @@ class ConfidenceSampler(Sampler):
         steps: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """Unmask the ``masked`` positions of ``tokens`` in ``steps`` steps."""
+        """Unmask the ``masked`` positions of ``tokens`` in ``steps`` steps (none when ``steps`` is 0)."""
+        if steps == 0:
+            return tokens
         masked = masked.clone()
         counts = unmask_counts(masked.sum(dim=1), steps)
 
