@@ -185,7 +185,8 @@ def _qa_rows(
                 rows.append(
                     {
                         "id": f"{split}-{index:05d}-{voice}-{variant.tag}",
-                        "tasks": ["asr", "tts", "s2t", "s2s", "t2t"],
+                        # Not TTS: the reply speaks the answer, not the question text.
+                        "tasks": ["asr", "s2t", "s2s", "t2t"],
                         "question": item.question,
                         "thought": item.thought,
                         "answer": item.answer,
@@ -202,9 +203,9 @@ def _qa_rows(
 
 
 def _word_rows(
-    words: Sequence[str], voices: Sequence[str], variants: list[Variant], reply_voice: str, writer: CorpusWriter
+    words: Sequence[str], voices: Sequence[str], variants: list[Variant], writer: CorpusWriter
 ) -> list[dict[str, Any]]:
-    """ASR rows of single words by every training voice and TTS rows by the reply voice."""
+    """ASR rows of single words spoken by every training voice."""
     rows = []
     for word in words:
         for voice in voices:
@@ -220,12 +221,19 @@ def _word_rows(
                         "speaker": voice,
                     }
                 )
-        reply_audio, reply_duration = writer.speak(word, reply_voice, Variant())
+    return rows
+
+
+def _tts_rows(texts: Sequence[str], reply_voice: str, writer: CorpusWriter) -> list[dict[str, Any]]:
+    """TTS rows: each text with its recording by the reply voice."""
+    rows = []
+    for index, text in enumerate(texts):
+        reply_audio, reply_duration = writer.speak(text, reply_voice, Variant())
         rows.append(
             {
-                "id": f"train-word-{word}-reply",
+                "id": f"train-tts-{index:05d}",
                 "tasks": ["tts"],
-                "transcript": word,
+                "transcript": text,
                 "reply_audio": reply_audio,
                 "reply_duration": reply_duration,
                 "reply_speaker": reply_voice,
@@ -287,7 +295,10 @@ def prepare_corpus(recipe: DictConfig, synthesizer: SpeechSynthesizer) -> Path:
         split: _qa_rows(split, items_of[split], split_voices, split_variants, reply_voice, writer)
         for split, (split_voices, split_variants) in plan.items()
     }
-    manifests["train"] += _word_rows(words, voices, variants, reply_voice, writer)
+    manifests["train"] += _word_rows(words, voices, variants, writer)
+    # TTS learns to speak every answer and every single word with the reply voice.
+    spoken_texts = sorted({item.answer for item in splits["train"]} | set(words))
+    manifests["train"] += _tts_rows(spoken_texts, reply_voice, writer)
 
     for split, rows in manifests.items():
         write_manifest(data_dir / "manifests" / f"{split}.jsonl", rows)
