@@ -115,7 +115,7 @@ class GriffinLimVocoder(Vocoder):
             raise ValueError(f"{name} is not fitted; call its fit(waveforms) before attaching the vocoder")
 
         mel_spec: MelSpec = speech_tokenizer.mel_spec
-        unit_log_mels: torch.Tensor = speech_tokenizer.unit_log_mels()
+        unit_log_mels: torch.Tensor = speech_tokenizer.unit_log_mels()  # type: ignore[attr-defined]
         if unit_log_mels.dim() != 3 or unit_log_mels.shape[0] != self.num_units:
             raise ValueError(
                 f"{name}.unit_log_mels() has shape {tuple(unit_log_mels.shape)}, "
