@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("checkpoint")
         sub.add_argument("audio", help="wav file")
         if name == "ask":
-            sub.add_argument("-o", "--output", default="answer.wav", help="where to write the spoken answer")
+            sub.add_argument("-o", "--output", default="answer.wav", help="wav file to write the spoken answer to")
         sub.add_argument("--seed", type=int, default=0, help="sampling seed")
         sub.set_defaults(func=func)
 

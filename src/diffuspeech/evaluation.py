@@ -92,8 +92,8 @@ class Evaluator:
         )
 
         s2s = self.model.run("s2s", conditions, self.seed)
-        heard = self.judge([self.model.vocode(out.units["reply_units"]) for out in s2s], self.answer_choices)
-        metrics["s2s_accuracy"] = accuracy(heard, answers)
+        recognized = self.judge([self.model.vocode(out.units["reply_units"]) for out in s2s], self.answer_choices)
+        metrics["s2s_accuracy"] = accuracy(recognized, answers)
         metrics["s2s_thought_accuracy"] = accuracy(
             [out.texts["thought"] for out in s2s], [row.get("thought") for row in rows]
         )
@@ -108,7 +108,7 @@ class Evaluator:
 
         metrics.update(self.codec_round_trip(rows))
         examples = []
-        for row, a, b, c in list(zip(rows, asr, s2t, heard, strict=True))[:5]:
+        for row, a, b, c in list(zip(rows, asr, s2t, recognized, strict=True))[:5]:
             examples.append(
                 {
                     "id": row.id,
@@ -116,7 +116,7 @@ class Evaluator:
                     "transcript": a.texts["transcript"],
                     "thought": b.texts["thought"],
                     "answer": b.texts["answer"],
-                    "spoken_answer_heard": c,
+                    "spoken_answer_recognized": c,
                 }
             )
         metrics["examples"] = examples

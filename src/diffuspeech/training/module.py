@@ -51,7 +51,7 @@ class DiffusionLM(L.LightningModule):
         return diffusion_loss(logits, batch.tokens, noised, batch.target_mask)
 
     def on_train_epoch_start(self) -> None:
-        # The task mixture draws from (seed, epoch, index), so each epoch sees a new draw.
+        # The task mixture draws from (seed, epoch, index), so each epoch gets a new draw.
         datamodule = getattr(self.trainer, "datamodule", None)
         dataset = getattr(datamodule, "train_dataset", None)
         if dataset is not None and hasattr(dataset, "epoch"):
