@@ -7,6 +7,7 @@ the tests below, which read its outputs and its MLflow database.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -141,3 +142,42 @@ def test_ask_missing_checkpoint_fails_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_uses_stored_recipe(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """evaluate reads the checkpoint's own recipe and creates a new output folder."""
+    checkpoint = tiny_run.output_dir / "checkpoints" / "last.ckpt"
+    output_dir = tmp_path / "new" / "folder"
+
+    result = diffuspeech("evaluate", str(checkpoint), f"output_dir={output_dir}", "evaluation.max_items=2")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((output_dir / "report.json").read_text())
+    assert report["splits"]["test"]["rows"] == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["ask", "{checkpoint}", "{missing}", "-o", "{output}"], "not found"),
+        (["transcribe", "{checkpoint}", "{text_file}"], "could not be decoded"),
+        (["speak", "{checkpoint}", "  ", "-o", "{output}"], "text to speak is empty"),
+        (["ask", "{text_file}", "{missing}", "-o", "{output}"], "cannot load checkpoint|not a diffuspeech checkpoint"),
+    ],
+)
+def test_inference_bad_input_fails_cleanly(tiny_run: TinyRun, tmp_path: Path, command: list[str], message: str) -> None:
+    """Bad files and empty text give one error line and exit code 2."""
+    text_file = tmp_path / "notes.wav"
+    text_file.write_text("these bytes are not audio\n")
+    values = {
+        "checkpoint": str(tiny_run.output_dir / "checkpoints" / "last.ckpt"),
+        "missing": str(tmp_path / "missing.wav"),
+        "text_file": str(text_file),
+        "output": str(tmp_path / "out.wav"),
+    }
+
+    result = diffuspeech(*[part.format(**values) for part in command])
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr[-2000:]

@@ -21,12 +21,14 @@ import torch
 import torchaudio.functional
 import torchaudio.transforms
 
+from diffuspeech.errors import DataError
+
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
 
-class AudioError(ValueError):
+class AudioError(DataError, ValueError):
     """An audio file that is missing, empty, unreadable or contains invalid samples."""
 
 

@@ -1,4 +1,4 @@
-"""The ``diffuspeech`` command line."""
+"""The diffuspeech command line: build corpora, train, evaluate and run speech-text diffusion models."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def _evaluate(recipe: DictConfig, checkpoint: Path) -> dict[str, Any]:
     report = evaluate(model, recognizer, Path(str(recipe.data_dir)), list(settings.splits), max_items, int(recipe.seed))
     report["checkpoint"] = str(checkpoint)
     path = Path(str(recipe.output_dir)) / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     report["report_path"] = str(path)
     return report
@@ -99,8 +100,12 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
-    report = _evaluate(_recipe(args), Path(args.checkpoint))
-    print_summary(report)
+    from diffuspeech.inference import stored_recipe
+    from diffuspeech.recipe import apply_overrides
+
+    checkpoint = Path(args.checkpoint)
+    recipe = apply_overrides(stored_recipe(checkpoint), args.overrides)
+    print_summary(_evaluate(recipe, checkpoint))
 
 
 def _save(path: Path, waveform: Any, sample_rate: int) -> None:
@@ -192,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=command_train)
 
     evaluate = commands.add_parser("evaluate", help="write a JSON report on the test splits")
-    evaluate.add_argument("checkpoint", help="checkpoint written by train")
-    _add_recipe(evaluate, DEFAULT_RECIPE)
+    evaluate.add_argument("checkpoint", help="checkpoint written by train; its stored recipe is used")
+    evaluate.add_argument("overrides", nargs="*", help="overrides of the stored recipe, e.g. evaluation.max_items=50")
     evaluate.set_defaults(func=command_evaluate)
 
     for name, helptext, func in (
@@ -201,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("transcribe", "print the transcript of a wav file", command_transcribe),
     ):
         sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("checkpoint")
+        sub.add_argument("checkpoint", help="checkpoint written by train")
         sub.add_argument("audio", help="wav file")
         if name == "ask":
             sub.add_argument("-o", "--output", default="answer.wav", help="wav file to write the spoken answer to")
@@ -209,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
 
     speak = commands.add_parser("speak", help="speak text into a wav file")
-    speak.add_argument("checkpoint")
+    speak.add_argument("checkpoint", help="checkpoint written by train")
     speak.add_argument("text")
     speak.add_argument("-o", "--output", default="speech.wav", help="wav file to write")
     speak.add_argument("--seed", type=int, default=0, help="sampling seed")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from diffuspeech.audio import load_audio
 from diffuspeech.errors import DiffuSpeechError
@@ -50,6 +50,8 @@ class LoadedModel:
 
     def speak(self, text: str, seed: int = 0) -> torch.Tensor:
         """Return the waveform of ``text`` spoken by the model."""
+        if not text.strip():
+            raise DiffuSpeechError("the text to speak is empty; give at least one word")
         ids = self.system.text_tokenizer.encode(text)
         return self.vocode(self.run("tts", [{"transcript": ids}], seed)[0].units["reply_units"])
 
@@ -61,20 +63,31 @@ class LoadedModel:
             return self.system.vocoder.decode(units)
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
-    """Load a diffuspeech checkpoint without executing code from it (``weights_only=True``)."""
+def _read_checkpoint(path: Path, device: str) -> dict[str, Any]:
+    """Read a checkpoint without executing code from it (``weights_only=True``)."""
     if not path.is_file():
         raise DiffuSpeechError(f"checkpoint {path} not found")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+    # Any failure of the restricted unpickler means the file is not a checkpoint this loader accepts.
+    except Exception as error:
         raise DiffuSpeechError(
             f"cannot load checkpoint {path} safely: {error}. Only checkpoints written by diffuspeech "
             "(tensors and plain values) are accepted"
         ) from error
-    if CHECKPOINT_KEY not in checkpoint:
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise DiffuSpeechError(f"{path} is not a diffuspeech checkpoint: it has no {CHECKPOINT_KEY!r} entry")
+    return checkpoint
 
+
+def stored_recipe(path: Path) -> DictConfig:
+    """Return the resolved recipe a checkpoint was trained with."""
+    return OmegaConf.create(_read_checkpoint(path, "cpu")[CHECKPOINT_KEY]["recipe"])
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
+    """Load a diffuspeech checkpoint without executing code from it (``weights_only=True``)."""
+    checkpoint = _read_checkpoint(path, device)
     stored = checkpoint[CHECKPOINT_KEY]
     recipe = OmegaConf.create(stored["recipe"])
     system = compose(recipe)

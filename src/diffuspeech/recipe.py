@@ -97,8 +97,13 @@ def _check_override_key(recipe: DictConfig, key: str, override: str) -> None:
 def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     """Load a recipe, its parents and ``key=value`` overrides, and resolve interpolations."""
     path = find_recipe(name_or_path)
-    recipe = _load_tree(path, ())
+    recipe = apply_overrides(_load_tree(path, ()), overrides)
+    recipe["recipe_path"] = str(path)
+    return recipe
 
+
+def apply_overrides(recipe: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Apply ``key=value`` overrides to ``recipe`` and resolve its interpolations."""
     for override in overrides:
         if "=" not in override:
             raise RecipeError(f"override {override!r} is not of the form key=value")
@@ -111,9 +116,7 @@ def load_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Dict
     try:
         OmegaConf.resolve(recipe)
     except OmegaConfBaseException as error:
-        raise RecipeError(f"cannot resolve recipe {path}: {error}") from error
-    assert isinstance(recipe, DictConfig)
-    recipe["recipe_path"] = str(path)
+        raise RecipeError(f"cannot resolve the recipe: {error}") from error
     return recipe
 
 

@@ -28,6 +28,7 @@ from diffuspeech.interfaces import (
 )
 from diffuspeech.layouts import Budgets
 from diffuspeech.recipe import build_component, component_args, resolve_component
+from diffuspeech.settings import check_core_settings
 from diffuspeech.vocabulary import SPEECH, TEXT, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ def check_codec_compatibility(speech_tokenizer: SpeechTokenizer, vocoder: Vocode
         if tokenizer_value != vocoder_value:
             raise RecipeError(
                 f"vocoder.args.{name}: the vocoder expects {vocoder_value} but speech_tokenizer "
-                f"{type(speech_tokenizer).__name__} produces {tokenizer_value}; set both to the same value "
-                f"(for example vocoder.args.{name}=${{speech_tokenizer.args.{name}}})"
+                f"{type(speech_tokenizer).__name__} produces {tokenizer_value}; set vocoder.args.{name}="
+                f"{tokenizer_value} or change the speech tokenizer to match"
             )
 
 
@@ -117,6 +118,7 @@ def budgets_from_recipe(recipe: DictConfig) -> Budgets:
 
 def compose(recipe: DictConfig) -> System:
     """Build and check every component of ``recipe`` except the backbone's weights."""
+    check_core_settings(recipe)
     text_tokenizer: TextTokenizer = build_component(recipe, "text_tokenizer", "text_tokenizer")
     speech_tokenizer: SpeechTokenizer = build_component(recipe, "speech_tokenizer", "speech_tokenizer")
     vocoder: Vocoder = build_component(recipe, "vocoder", "vocoder")
