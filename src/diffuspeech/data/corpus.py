@@ -257,6 +257,8 @@ def prepare_corpus(recipe: DictConfig, synthesizer: SpeechSynthesizer) -> Path:
     if settings.source == "arithmetic":
         splits = arithmetic_splits(settings.arithmetic, seed)
     elif settings.source == "jsonl":
+        if not settings.jsonl.path:
+            raise RecipeError("corpus.jsonl.path: not set; give the JSONL file of question/thought/answer items")
         splits = split_text_items(
             read_text_items(Path(str(settings.jsonl.path))),
             float(settings.jsonl.valid_fraction),
