@@ -1,10 +1,10 @@
 """A context manager that limits torch's and the BLAS/OpenMP thread pools.
 
 Small per-utterance work (log-mels, STFTs, k-means assignments, Griffin-Lim)
-runs much faster on one thread than on two contending ones: on a 2-core
-machine an STFT of one utterance took about 30 ms with 2 threads and 0.1 ms
-with 1, and fitting 1024 k-means units 58 s against 5 s (measured with
-``benchmarks/codec_roundtrip.py``).
+runs much faster on one thread than on two contending ones. On a 2-core
+machine, an STFT of one utterance took about 30 ms with 2 threads and 0.1 ms
+with 1. Fitting 1024 k-means units took 58 s against 5 s (measured while
+writing ``benchmarks/codec_roundtrip.py``).
 """
 
 from __future__ import annotations
