@@ -113,6 +113,7 @@ def test_mlflow_run_readable_from_sqlite(tiny_run: TinyRun) -> None:
     assert len({point.step for point in history}) == len(history)
     assert client.get_metric_history(run_id, "valid/loss")
 
+    assert run.info.artifact_uri.startswith((tiny_run.output_dir / "mlartifacts").as_uri())
     artifacts = {item.path for item in client.list_artifacts(run_id)}
     assert "recipe.yaml" in artifacts
     audio_steps = client.list_artifacts(run_id, "audio")

@@ -48,11 +48,16 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def make_logger(recipe: DictConfig, run_id: str | None = None) -> MLFlowLogger:
     """Create the MLflow logger of a run and log the resolved recipe and its parameters."""
     settings = recipe.tracking
+    uri = tracking_uri(recipe)
+    # With the embedded SQLite database, artifacts go beside it instead of into ./mlruns of the
+    # current folder. An experiment that already exists keeps the artifact location it was made with.
+    artifacts = (Path(str(recipe.output_dir)).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
     logger = MLFlowLogger(
         experiment_name=str(settings.experiment),
         run_name=str(settings.run_name) if settings.get("run_name") else None,
-        tracking_uri=tracking_uri(recipe),
+        tracking_uri=uri,
         run_id=run_id,
+        artifact_location=artifacts,
     )
     container = OmegaConf.to_container(recipe, resolve=True)
     assert isinstance(container, dict)
