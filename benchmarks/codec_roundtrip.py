@@ -34,6 +34,7 @@ import torchaudio
 from threadpoolctl import threadpool_limits
 from torchmetrics.functional.text import word_error_rate
 
+from diffuspeech.data.arithmetic import NUMBER_WORDS
 from diffuspeech_plugins.recognizers.pocketsphinx_recognizer import PocketsphinxRecognizer
 from diffuspeech_plugins.speech_tokenizers.mel_kmeans import MelKMeansTokenizer
 from diffuspeech_plugins.vocoders.griffin_lim import GriffinLimVocoder
@@ -41,29 +42,6 @@ from diffuspeech_plugins.vocoders.griffin_lim import GriffinLimVocoder
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-NUMBER_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-]
 DEFAULT_VOICES = ("awb", "kal16", "rms", "slt")
 
 

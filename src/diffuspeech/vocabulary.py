@@ -95,7 +95,7 @@ class Vocabulary:
 
     @property
     def pad_id(self) -> int:
-        """The id of batch padding, which attention never sees."""
+        """The id of batch padding, which is masked out of attention."""
         return self.text_pad_id if self.text_pad_id is not None else self.special_id("<|pad|>")
 
     @property

@@ -2,7 +2,7 @@
 
 Sources: the built-in arithmetic generator, or a JSONL file of text items
 with ``question``, ``thought`` and ``answer``. Questions are spoken by the
-training voices (plus pitch and rate variants in the training split); each
+training voices (plus pitch and rate variants in the training split). Each
 distinct answer is spoken once by the reply voice. Output, in ``data_dir``:
 
 - ``audio/``: wav files;
