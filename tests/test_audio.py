@@ -235,3 +235,14 @@ def test_save_audio_rejects_invalid(
         save_audio(tmp_path / name, waveform, sample_rate)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_error_for_a_file_outside_any_manifest_does_not_mention_one(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(AudioError) as alone:
+        read_audio(path)
+    assert "manifest" not in str(alone.value)
+    with pytest.raises(AudioError) as listed:
+        read_audio(path, row=3, manifest=tmp_path / "train.jsonl")
+    assert "drop it from the manifest" in str(listed.value)
