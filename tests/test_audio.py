@@ -237,7 +237,7 @@ def test_save_audio_rejects_invalid(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_error_for_a_file_outside_any_manifest_does_not_mention_one(tmp_path: Path) -> None:
+def test_error_without_manifest_omits_it(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
     with pytest.raises(AudioError) as alone:

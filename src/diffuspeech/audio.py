@@ -69,7 +69,7 @@ def read_audio(path: PathLike, *, row: int | None = None, manifest: PathLike | N
     """
     location = _describe_location(path, row=row, manifest=manifest)
     # Only a file named by a manifest row can be dropped from it.
-    or_drop = ", or drop it from the manifest" if manifest is not None or row is not None else ""
+    drop_advice = ", or drop it from the manifest" if manifest is not None or row is not None else ""
     file_path = Path(path)
 
     if not file_path.exists():
@@ -79,23 +79,23 @@ def read_audio(path: PathLike, *, row: int | None = None, manifest: PathLike | N
     if file_path.is_dir():
         raise AudioError(f"audio path {location} is a directory, not a file. Point it at an audio file.")
     if file_path.stat().st_size == 0:
-        raise AudioError(f"audio file {location} is empty (0 bytes). Re-create it{or_drop}.")
+        raise AudioError(f"audio file {location} is empty (0 bytes). Re-create it{drop_advice}.")
 
     try:
         samples, sample_rate = soundfile.read(file_path, dtype="float32", always_2d=True)
     except soundfile.SoundFileError as error:
         raise AudioError(
             f"audio file {location} could not be decoded by libsndfile {soundfile.__libsndfile_version__} "
-            f"({error}). Convert it to WAV or FLAC (for example with ffmpeg){or_drop}."
+            f"({error}). Convert it to WAV or FLAC (for example with ffmpeg){drop_advice}."
         ) from error
 
     # samples: (frames, channels)
     if samples.shape[0] == 0:
-        raise AudioError(f"audio file {location} contains no samples. Re-create it{or_drop}.")
+        raise AudioError(f"audio file {location} contains no samples. Re-create it{drop_advice}.")
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise AudioError(
-            f"audio file {location} contains {bad} NaN or infinite samples. Re-create it from its source{or_drop}."
+            f"audio file {location} contains {bad} NaN or infinite samples. Re-create it from its source{drop_advice}."
         )
 
     channels = samples.shape[1]
