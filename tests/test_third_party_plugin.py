@@ -36,14 +36,14 @@ COMPOSE_SCRIPT = textwrap.dedent(
     from diffuspeech.system import compose
     from diffuspeech.vocabulary import SPEECH, TEXT
 
-    overrides = ["noise_schedule.speech.name=polynomial", "noise_schedule.speech.args={power: 3}"]
+    overrides = ["noise_schedule.speech.name=sigmoid", "noise_schedule.speech.args={steepness: 4}"]
     system = compose(load_recipe("tiny", overrides))
     speech, text = system.schedules[SPEECH], system.schedules[TEXT]
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     print(json.dumps({
         "speech": f"{type(speech).__module__}:{type(speech).__name__}",
         "text": type(text).__name__,
-        "source": get_registry().get("noise_schedule", "polynomial").source,
+        "source": get_registry().get("noise_schedule", "sigmoid").source,
         "gamma": speech.mask_probability(t).tolist(),
         "weight": speech.loss_weight(t[1:]).tolist(),
     }))
@@ -94,11 +94,11 @@ def run_python(site: Path, cwd: Path, *arguments: str) -> subprocess.CompletedPr
 
 
 def test_pip_installs_entry_point(site: Path) -> None:
-    """The installed distribution declares noise_schedule.polynomial in diffuspeech's group."""
+    """The installed distribution declares noise_schedule.sigmoid in diffuspeech's group."""
     entry_points = (site / "diffuspeech_example_schedule-0.1.0.dist-info" / "entry_points.txt").read_text()
 
     assert "[diffuspeech.plugins]" in entry_points
-    assert "noise_schedule.polynomial = diffuspeech_example_schedule.polynomial:PolynomialSchedule" in entry_points
+    assert "noise_schedule.sigmoid = diffuspeech_example_schedule.sigmoid:SigmoidSchedule" in entry_points
 
 
 def test_plugins_command_lists_it(site: Path, tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_plugins_command_lists_it(site: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     section = lines[lines.index("noise_schedule:") + 1 : lines.index("sampler:")]
-    assert any(line.split()[0] == "polynomial" and "t ** power" in line for line in section)
+    assert any(line.split()[0] == "sigmoid" and "logistic curve" in line for line in section)
 
 
 def test_recipe_composes_with_it(site: Path, tmp_path: Path) -> None:
@@ -117,21 +117,23 @@ def test_recipe_composes_with_it(site: Path, tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
-    assert report["speech"] == "diffuspeech_example_schedule.polynomial:PolynomialSchedule"
+    assert report["speech"] == "diffuspeech_example_schedule.sigmoid:SigmoidSchedule"
     assert report["text"] == "LinearSchedule"
-    assert report["source"].startswith("entry point noise_schedule.polynomial = ")
-    assert report["gamma"] == pytest.approx([0.0, 0.125, 1.0])
-    assert report["weight"] == pytest.approx([6.0, 3.0])
+    assert report["source"].startswith("entry point noise_schedule.sigmoid = ")
+    # With k = 4: s(-2) = 0.11920, so gamma(1/2) = 1/2 and the weight is 4 * 0.25 / (0.5 - 0.11920) at t = 1/2,
+    # and 4 * s(2) * s(-2) / (s(2) - s(-2)) at t = 1.
+    assert report["gamma"] == pytest.approx([0.0, 0.5, 1.0], abs=1e-12)
+    assert report["weight"] == pytest.approx([2.626071, 0.551441], rel=1e-5)
 
 
 def test_invalid_argument_named(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example's own argument check surfaces as a RecipeError naming the recipe key."""
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(registry, "_registry", registry.Registry())
-    recipe = load_recipe("tiny", ["noise_schedule.text.name=polynomial", "noise_schedule.text.args={power: -1}"])
+    recipe = load_recipe("tiny", ["noise_schedule.text.name=sigmoid", "noise_schedule.text.args={steepness: -1}"])
 
     with pytest.raises(
-        RecipeError, match=r"noise_schedule\.text: invalid arguments for PolynomialSchedule: power must be positive"
+        RecipeError, match=r"noise_schedule\.text: invalid arguments for SigmoidSchedule: steepness must be a positive"
     ):
         compose(recipe)
 
@@ -139,10 +141,10 @@ def test_invalid_argument_named(site: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_schedule_contract(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example passes the registry's class check and meets the noise schedule contract."""
     monkeypatch.syspath_prepend(str(site))
-    from diffuspeech_example_schedule import PolynomialSchedule
+    from diffuspeech_example_schedule import SigmoidSchedule
 
-    cls = check_plugin_class("noise_schedule", "polynomial", PolynomialSchedule, "test")
-    schedule = cls(power=2.5)
+    cls = check_plugin_class("noise_schedule", "sigmoid", SigmoidSchedule, "test")
+    schedule = cls(steepness=7.5)
     t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
     step = 1e-6
     derivative = (schedule.mask_probability(t + step) - schedule.mask_probability(t - step)) / (2 * step)

@@ -1,5 +1,5 @@
-"""An example third-party diffuspeech plugin: the polynomial masking schedule."""
+"""An example third-party diffuspeech plugin: the sigmoid masking schedule."""
 
-from diffuspeech_example_schedule.polynomial import PolynomialSchedule
+from diffuspeech_example_schedule.sigmoid import SigmoidSchedule
 
-__all__ = ["PolynomialSchedule"]
+__all__ = ["SigmoidSchedule"]
