@@ -54,10 +54,30 @@ def command_prepare(args: argparse.Namespace) -> None:
 
 
 def command_train(args: argparse.Namespace) -> None:
+    if args.dry_run:
+        from diffuspeech.dry_run import dry_run
+
+        print("\n".join(dry_run(_recipe(args)).lines()))
+        return
+
     from diffuspeech.training.run import train
 
     checkpoint = train(_recipe(args))
     print(f"last checkpoint: {checkpoint}")
+
+
+def command_train_vocoder(args: argparse.Namespace) -> None:
+    from diffuspeech.training.vocoder import train_vocoder
+
+    folder = train_vocoder(_recipe(args))
+    print(f"unit HiFi-GAN written to {folder} (set vocoder.args.model_path={folder})")
+
+
+def command_fit_tokenizer(args: argparse.Namespace) -> None:
+    from diffuspeech.data.tokenizer_fitting import fit_tokenizer_file
+
+    path = fit_tokenizer_file(_recipe(args), Path(args.output) if args.output else None, args.force)
+    print(f"centroids written to {path}")
 
 
 def _evaluate(recipe: DictConfig, checkpoint: Path) -> dict[str, Any]:
@@ -119,8 +139,26 @@ def command_ask(args: argparse.Namespace) -> None:
     from diffuspeech.inference import load_checkpoint
 
     model = load_checkpoint(Path(args.checkpoint))
-    thought, waveform = model.ask(Path(args.audio), seed=args.seed)
-    print(f"thought: {thought}")
+    overrides = list(args.sampler)
+    if args.stream and not any(item.startswith("sampler.args.block_length=") for item in overrides):
+        overrides.append("sampler.args.block_length=8")
+    if overrides:
+        model = model.with_sampler(overrides)
+    if not args.stream:
+        thought, waveform = model.ask(Path(args.audio), seed=args.seed)
+        print(f"thought: {thought}")
+        _save(Path(args.output), waveform, model.system.vocoder.sample_rate)
+        return
+
+    import torch
+
+    chunks = list(model.ask_stream(Path(args.audio), seed=args.seed))
+    audio = [chunk for chunk in chunks if chunk.waveform.numel()]
+    print(f"thought: {chunks[-1].thought}")
+    if audio:
+        print(f"time to first audio: {audio[0].seconds:.3f} s, whole answer: {chunks[-1].seconds:.3f} s")
+    print(f"audio chunks: {len(audio)}")
+    waveform = torch.cat([chunk.waveform for chunk in chunks])
     _save(Path(args.output), waveform, model.system.vocoder.sample_rate)
 
 
@@ -194,7 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the recipe's model")
     _add_recipe(train, DEFAULT_RECIPE)
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compose the recipe, build the backbone on the meta device and print its parameter count "
+        "and an estimate of memory per GPU; reads no weights or data",
+    )
     train.set_defaults(func=command_train)
+
+    train_vocoder = commands.add_parser(
+        "train-vocoder", help="train a unit HiFi-GAN on the recipe's speech units (recipes/vocoder/)"
+    )
+    _add_recipe(train_vocoder, "vocoder/tiny")
+    train_vocoder.set_defaults(func=command_train_vocoder)
+
+    fit_tokenizer = commands.add_parser(
+        "fit-tokenizer", help="fit the speech tokenizer's k-means centroids on the training split and write them"
+    )
+    _add_recipe(fit_tokenizer)
+    fit_tokenizer.add_argument(
+        "-o", "--output", help="centroid file to write (default: speech_tokenizer.args.centroids_path)"
+    )
+    fit_tokenizer.add_argument("--force", action="store_true", help="overwrite an existing centroid file")
+    fit_tokenizer.set_defaults(func=command_fit_tokenizer)
 
     evaluate = commands.add_parser("evaluate", help="write a JSON report on the test splits")
     evaluate.add_argument("checkpoint", help="checkpoint written by train; its stored recipe is used")
@@ -210,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("audio", help="wav file")
         if name == "ask":
             sub.add_argument("-o", "--output", default="answer.wav", help="wav file to write the spoken answer to")
+            sub.add_argument(
+                "--stream",
+                action="store_true",
+                help="vocode the reply block by block and print the time to first audio "
+                "(sets sampler.args.block_length=8 unless --sampler gives it)",
+            )
+            sub.add_argument(
+                "--sampler",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override a sampler setting of the stored recipe, e.g. --sampler sampler.args.steps=16",
+            )
         sub.add_argument("--seed", type=int, default=0, help="sampling seed")
         sub.set_defaults(func=func)
 

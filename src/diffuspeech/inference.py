@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffuspeech.audio import load_audio
 from diffuspeech.errors import DiffuSpeechError
-from diffuspeech.generation import Generated, generate_batched
-from diffuspeech.interfaces import Backbone
+from diffuspeech.generation import Generated, generate_batched, generate_stream
+from diffuspeech.interfaces import Backbone, Sampler
+from diffuspeech.recipe import apply_overrides, build_component
 from diffuspeech.system import System, build_backbone, compose
 from diffuspeech.threads import limited_threads
 from diffuspeech.training.module import CHECKPOINT_KEY
@@ -22,11 +26,36 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class AudioChunk:
+    """A piece of a streamed spoken answer.
+
+    ``waveform`` (samples,) at the vocoder's rate; ``seconds`` is the wall
+    time from the start of the request to when the chunk was ready;
+    ``thought`` is the text thought when it is complete, else None; ``last``
+    marks the final chunk, whose waveform may be empty.
+    """
+
+    waveform: torch.Tensor
+    seconds: float
+    thought: str | None
+    last: bool = False
+
+
+@dataclass
 class LoadedModel:
     """A trained system and backbone, ready for generation."""
 
     system: System
     backbone: Backbone
+
+    def with_sampler(self, overrides: Sequence[str]) -> LoadedModel:
+        """Return a copy whose sampler is rebuilt from the stored recipe plus ``overrides`` (``sampler.*=value``)."""
+        bad = [item for item in overrides if not item.startswith("sampler.")]
+        if bad:
+            raise DiffuSpeechError(f"only sampler settings can change here, got {', '.join(bad)}; use sampler.*=value")
+        recipe = apply_overrides(self.system.recipe, overrides)
+        sampler: Sampler = build_component(recipe, "sampler", "sampler")
+        return LoadedModel(dataclasses.replace(self.system, recipe=recipe, sampler=sampler), self.backbone)
 
     def units_of(self, audio_path: Path) -> list[int]:
         """Return vocabulary ids of the speech units of a wav file."""
@@ -43,6 +72,31 @@ class LoadedModel:
         """Answer a spoken question: return the thought and the spoken answer's waveform."""
         result = self.run("s2s", [{"question_units": self.units_of(audio_path)}], seed)[0]
         return result.texts["thought"], self.vocode(result.units["reply_units"])
+
+    def ask_stream(self, audio_path: Path, seed: int = 0) -> Iterator[AudioChunk]:
+        """Answer a spoken question, yielding audio as each block of reply units is finished.
+
+        With a sampler that decodes in blocks (``block_length``) and
+        ``order=text_first``, the thought is finished first and the reply's
+        blocks then arrive left to right, so the first audio comes before the
+        whole answer is denoised. Each chunk is vocoded on its own, so Griffin-Lim
+        restarts its phase estimate at chunk boundaries.
+        """
+        start = time.perf_counter()
+        conditions = [{"question_units": self.units_of(audio_path)}]
+        generator = torch.Generator(device=next(self.backbone.parameters()).device).manual_seed(seed)
+        emitted = 0
+        result: Generated | None = None
+        for results in generate_stream(self.system, self.backbone, "s2s", conditions, generator):
+            result = results[0]
+            units = result.units["reply_units"]
+            if units.numel() > emitted:
+                waveform = self.vocode(units[emitted:])
+                emitted = units.numel()
+                thought = result.texts["thought"] if result.complete["thought"] else None
+                yield AudioChunk(waveform, time.perf_counter() - start, thought)
+        thought = result.texts["thought"] if result is not None else ""
+        yield AudioChunk(torch.zeros(0), time.perf_counter() - start, thought, last=True)
 
     def transcribe(self, audio_path: Path, seed: int = 0) -> str:
         """Return the transcript of a wav file."""

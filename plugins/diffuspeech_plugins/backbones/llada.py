@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuspeech.interfaces import Backbone
+from diffuspeech.interfaces import Backbone, KeyValueCache, KeyValueCaching
 
 
 class RMSNorm(nn.Module):
@@ -66,15 +66,55 @@ class LLaDABlock(nn.Module):
         self.ff_out = nn.Linear(mlp_hidden_size, d_model, bias=False)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        h = self.attn_norm(x)
+        return self.forward_with_cache(x, key_mask, cos, sin)[0]
+
+    def forward_with_cache(
+        self, x: torch.Tensor, key_mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return the block's output and its keys and values (b, kv_heads, n, head_dim)."""
+        q, k, v = self._project(self.attn_norm(x), cos, sin)
+        return self._attend(x, q, k, v, key_mask), k, v
+
+    def forward_positions(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """Compute the block at ``positions`` (b, m) only, with the cached ``keys`` and ``values`` elsewhere.
+
+        ``x`` (b, m, d_model) holds the hidden states at ``positions``; ``cos``
+        and ``sin`` (b, 1, m, head_dim) their rotary tables.
+        """
+        q, k, v = self._project(self.attn_norm(x), cos, sin)
+
+        # Overwrite the cached keys and values at the recomputed positions: (b, kv_heads, n, head_dim).
+        index = positions[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        keys = keys.scatter(2, index, k)
+        values = values.scatter(2, index, v)
+        return self._attend(x, q, keys, values, key_mask)
+
+    def _project(
+        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return queries (b, heads, n, d) and keys and values (b, kv_heads, n, d), keys and queries rotated."""
+        b, n, _ = h.shape
 
         # (b, n, heads * d) -> (b, heads, n, d)
         q = self.q_proj(h).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos, sin)
-        k = apply_rotary(k, cos, sin)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def _attend(
+        self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Add attention over all keys, then the SwiGLU feed-forward, to the residual stream ``x`` (b, m, d)."""
+        b, m, _ = x.shape
         if self.n_kv_heads != self.n_heads:
             repeat = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(repeat, dim=1)
@@ -82,19 +122,23 @@ class LLaDABlock(nn.Module):
 
         # key_mask (b, 1, 1, n): no query attends to a padding key; there is no causal mask.
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-        x = x + self.attn_out(attended.transpose(1, 2).reshape(b, n, -1))
+        x = x + self.attn_out(attended.transpose(1, 2).reshape(b, m, -1))
 
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
 
 
-class LLaDABackbone(Backbone):
+class LLaDABackbone(Backbone, KeyValueCaching):
     """LLaDA's transformer: RMSNorm, SwiGLU, RoPE, full bidirectional attention.
 
     Arguments follow the names of LLaDA's ``config.json`` (``d_model``,
     ``n_layers``, ``n_heads``, ``n_kv_heads``, ``mlp_hidden_size``,
     ``rope_theta``, ``rms_norm_eps``). ``vocab_size`` is set by the core from
     the unified vocabulary. Not supported: biases, weight tying, dropout.
+
+    With ``KeyValueCaching``, ``forward_positions`` recomputes only the
+    requested positions against keys and values cached by
+    ``forward_with_cache``; samplers use it to skip the unchanged condition.
     """
 
     description = "bidirectional LLaMA-style transformer with LLaDA's architecture (RMSNorm, SwiGLU, RoPE)"
@@ -141,12 +185,38 @@ class LLaDABackbone(Backbone):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_cache(tokens, attention_mask)[0]
+
+    def forward_with_cache(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, KeyValueCache]:
         _, n = tokens.shape
         x = self.transformer["wte"](tokens)
         cos, sin = rotary_tables(n, self.head_dim, self.rope_theta, tokens.device)
         key_mask = attention_mask[:, None, None, :]
+        cache = KeyValueCache(keys=[], values=[])
+        for block in self._blocks():
+            x, keys, values = block.forward_with_cache(x, key_mask, cos.to(x.dtype), sin.to(x.dtype))
+            cache.keys.append(keys)
+            cache.values.append(values)
+        return self.transformer["ff_out"](self.transformer["ln_f"](x)), cache
+
+    def forward_positions(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, cache: KeyValueCache
+    ) -> torch.Tensor:
+        _, n = tokens.shape
+        x = self.transformer["wte"](tokens.gather(1, positions))
+        cos, sin = rotary_tables(n, self.head_dim, self.rope_theta, tokens.device)
+
+        # Rotary tables at each row's positions: (n, d) -> (b, 1, m, d), broadcast over heads.
+        cos = cos[positions][:, None].to(x.dtype)
+        sin = sin[positions][:, None].to(x.dtype)
+        key_mask = attention_mask[:, None, None, :]
+        for block, keys, values in zip(self._blocks(), cache.keys, cache.values, strict=True):
+            x = block.forward_positions(x, key_mask, cos, sin, positions, keys, values)
+        return self.transformer["ff_out"](self.transformer["ln_f"](x))
+
+    def _blocks(self) -> list[LLaDABlock]:
         blocks = self.transformer["blocks"]
         assert isinstance(blocks, nn.ModuleList)
-        for block in blocks:
-            x = block(x, key_mask, cos.to(x.dtype), sin.to(x.dtype))
-        return self.transformer["ff_out"](self.transformer["ln_f"](x))
+        return [block for block in blocks if isinstance(block, LLaDABlock)]

@@ -4,11 +4,11 @@ Each kind states its contract (units, shapes, value ranges) in its docstring.
 The registry checks at registration that a plugin subclasses one of these.
 """
 
-from diffuspeech.interfaces.backbone import Backbone
+from diffuspeech.interfaces.backbone import Backbone, KeyValueCache, KeyValueCaching
 from diffuspeech.interfaces.noise_schedule import NoiseSchedule
 from diffuspeech.interfaces.plugin import Plugin
 from diffuspeech.interfaces.recognizer import Recognizer
-from diffuspeech.interfaces.sampler import Sampler, SamplingRequest
+from diffuspeech.interfaces.sampler import Sampler, SamplingRequest, SamplingStats
 from diffuspeech.interfaces.speech_synthesizer import SpeechSynthesizer
 from diffuspeech.interfaces.speech_tokenizer import SpeechTokenizer
 from diffuspeech.interfaces.text_tokenizer import TextTokenizer
@@ -28,11 +28,14 @@ PLUGIN_KINDS: dict[str, type[Plugin]] = {
 __all__ = [
     "PLUGIN_KINDS",
     "Backbone",
+    "KeyValueCache",
+    "KeyValueCaching",
     "NoiseSchedule",
     "Plugin",
     "Recognizer",
     "Sampler",
     "SamplingRequest",
+    "SamplingStats",
     "SpeechSynthesizer",
     "SpeechTokenizer",
     "TextTokenizer",
