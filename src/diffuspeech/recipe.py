@@ -1,8 +1,9 @@
 """Recipes: OmegaConf YAML that composes plugins into a runnable setup.
 
 A recipe may name parent recipes under ``extends`` (paths relative to the
-recipe's folder); the child's values win. ``key=value`` overrides from the
-command line are applied last. Each component node has the form::
+recipe's folder); the child's values win, and a child that names another
+plugin for a component drops the parent's ``args`` of that component.
+``key=value`` overrides from the command line are applied last. Each component node has the form::
 
     vocoder:
       name: griffin_lim        # plugin name, or a dotted path module:Class
@@ -70,7 +71,25 @@ def _load_tree(path: Path, seen: tuple[Path, ...]) -> DictConfig:
         if not parent_path.is_file():
             raise RecipeError(f"{path}: extends {parent!r}, but {parent_path} does not exist")
         merged = typing.cast(DictConfig, OmegaConf.merge(merged, _load_tree(parent_path, (*seen, path))))
+    _drop_replaced_args(merged, node)
     return typing.cast(DictConfig, OmegaConf.merge(merged, node))
+
+
+def _drop_replaced_args(parent: DictConfig, child: DictConfig) -> None:
+    """Remove the inherited ``args`` of every component that ``child`` switches to another plugin.
+
+    Arguments belong to one plugin, so a child recipe that sets
+    ``vocoder.name: unit_hifigan`` starts from the new plugin's defaults
+    instead of inheriting ``griffin_lim``'s arguments.
+    """
+    for key, value in child.items():
+        inherited = parent.get(key) if isinstance(key, str) else None
+        if not isinstance(value, DictConfig) or not isinstance(inherited, DictConfig):
+            continue
+        if "name" in value and "name" in inherited and value["name"] != inherited["name"]:
+            inherited.pop("args", None)
+        else:
+            _drop_replaced_args(inherited, value)
 
 
 def _check_override_key(recipe: DictConfig, key: str, override: str) -> None:

@@ -151,6 +151,17 @@ def compose(recipe: DictConfig) -> System:
 
 
 def build_backbone(recipe: DictConfig, vocabulary: Vocabulary) -> Backbone:
-    """Build the recipe's backbone for ``vocabulary``."""
+    """Build the recipe's backbone for ``vocabulary``.
+
+    A pretrained backbone may report ``text_rows``, the text ids its
+    checkpoint was trained with. The text tokenizer must report the same
+    count, or the added special tokens would take ids of pretrained rows.
+    """
     backbone: Backbone = build_component(recipe, "backbone", "backbone", vocab_size=vocabulary.size)
+    text_rows = getattr(backbone, "text_rows", None)
+    if text_rows is not None and text_rows != vocabulary.text_size:
+        raise RecipeError(
+            f"text_tokenizer.args: the tokenizer reports {vocabulary.text_size} text ids but the backbone's "
+            f"checkpoint has {text_rows} text rows; set text_tokenizer.args.vocab_size={text_rows}"
+        )
     return backbone
