@@ -420,3 +420,57 @@ def test_neither_preset_nor_path() -> None:
 
     with pytest.raises(RecipeError, match=r"give backbone\.args\.preset \(one of tiny, small, base, 1b, 8b\)"):
         build_from_recipe({})
+
+
+def test_init_from_trained_checkpoint(tmp_path: Path) -> None:
+    """init_from replaces the pretrained weights with a training checkpoint's backbone weights."""
+    write_checkpoint(tmp_path / "llada")
+    trained = build_from_recipe({"path": str(tmp_path / "llada")})
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(0.5)
+    stored = {"state_dict": {f"backbone.{name}": tensor for name, tensor in trained.state_dict().items()}}
+    torch.save(stored, tmp_path / "last.ckpt")
+
+    stage2 = build_from_recipe({"path": str(tmp_path / "llada"), "init_from": str(tmp_path / "last.ckpt")})
+
+    for name, tensor in trained.state_dict().items():
+        torch.testing.assert_close(stage2.state_dict()[name], tensor, rtol=0, atol=0)
+    assert all(parameter.requires_grad for parameter in stage2.parameters())
+
+
+def test_init_from_other_vocabulary(tmp_path: Path) -> None:
+    """A training checkpoint with another vocabulary size fails naming the file and the tensor."""
+    write_checkpoint(tmp_path / "llada")
+    trained = build_from_recipe({"path": str(tmp_path / "llada")}, vocab_size=VOCAB_SIZE + 4)
+    stored = {"state_dict": {f"backbone.{name}": tensor for name, tensor in trained.state_dict().items()}}
+    torch.save(stored, tmp_path / "last.ckpt")
+
+    with pytest.raises(
+        CheckpointError, match=r"last\.ckpt: tensor 'backbone\.transformer\.wte\.weight' has shape \[89, 32\]"
+    ):
+        build_from_recipe({"path": str(tmp_path / "llada"), "init_from": str(tmp_path / "last.ckpt")})
+
+
+def test_init_from_missing_file(tmp_path: Path) -> None:
+    """A missing earlier-stage checkpoint names the key and the path."""
+    write_checkpoint(tmp_path / "llada")
+
+    with pytest.raises(CheckpointError, match=r"backbone\.args\.init_from: .*stage1\.ckpt not found"):
+        build_from_recipe({"path": str(tmp_path / "llada"), "init_from": str(tmp_path / "stage1.ckpt")})
+
+
+def test_preset_with_overrides() -> None:
+    """Architecture arguments override a preset when no checkpoint is loaded."""
+    backbone = build_from_recipe({"preset": "tiny", "n_layers": 1, "d_model": 64}, vocab_size=50)
+
+    assert len(backbone.transformer["blocks"]) == 1
+    assert backbone.transformer["wte"].weight.shape == (50, 64)
+
+
+def test_override_disagrees_with_config(tmp_path: Path) -> None:
+    """An architecture argument that contradicts config.json names both values."""
+    write_checkpoint(tmp_path / "llada")
+
+    with pytest.raises(CheckpointError, match=r"backbone\.args\.n_layers=3 disagrees with .*config\.json \(2\)"):
+        build_from_recipe({"path": str(tmp_path / "llada"), "n_layers": 3})

@@ -71,3 +71,19 @@ def test_stage_settings() -> None:
         assert stage.sampler.args.steps == 512
         assert stage.sampler.args.temperature == 1.0
         assert stage.speech_tokenizer.args.num_units == 500
+
+
+def test_switched_plugin_drops_parent_args(tmp_path: Path) -> None:
+    """A child recipe that names another plugin starts from that plugin's arguments only."""
+    (tmp_path / "parent.yaml").write_text(f"extends: {RECIPES_DIR / 'tiny.yaml'}\n", encoding="utf-8")
+    (tmp_path / "child.yaml").write_text(
+        "extends: parent.yaml\nbackbone:\n  name: llada_pretrained\n  args: {preset: small}\n"
+        "sampler:\n  args: {steps: 8}\n",
+        encoding="utf-8",
+    )
+
+    recipe = load_recipe(tmp_path / "child.yaml")
+
+    assert dict(recipe.backbone.args) == {"preset": "small"}
+    assert recipe.sampler.args.steps == 8
+    assert recipe.sampler.args.order == "text_first"
