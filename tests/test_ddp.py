@@ -3,7 +3,7 @@
 ``ddp_training.py`` trains the tiny recipe's model (shrunk) for a few steps on
 fixed batches with deterministic masking. Launched by ``torch.distributed.run``
 (the module behind ``torchrun``) with two processes, each rank trains on half
-of every batch; alone, one process trains on the whole batch. Because the loss
+of every batch. Alone, one process trains on the whole batch. Because the loss
 is a mean over sequences, averaging the two ranks' gradients must give the
 combined batch's gradient. So the mean of the ranks' losses must equal the
 single process's loss at every step, and all weights must agree at the end.

@@ -21,7 +21,7 @@ RECIPES = sorted(path.relative_to(RECIPES_DIR).as_posix() for path in RECIPES_DI
 
 
 def test_recipes_found() -> None:
-    """The glob sees the top-level, reference and variant recipes."""
+    """The glob finds the top-level, reference and variant recipes."""
     for name in ("base.yaml", "tiny.yaml", "reference/stage1.yaml", "reference/stage2.yaml"):
         assert name in RECIPES
     assert any(name.startswith("variants/backbone_") for name in RECIPES)

@@ -57,7 +57,7 @@ PRECISION_BYTES: dict[str, tuple[int, int, int]] = {
     "64-true": (8, 8, 16),
 }
 
-# Which of (weights, gradients, optimizer states) a strategy shards over the world size.
+# Sharding of (weights, gradients, optimizer states) over the world size, per strategy name prefix.
 # FSDP's default in Lightning is FULL_SHARD; DeepSpeed's stages shard progressively more.
 SHARDING: dict[str, tuple[bool, bool, bool]] = {
     "fsdp": (True, True, True),
@@ -96,7 +96,7 @@ class MemoryEstimate:
 
 @dataclass
 class DryRunReport:
-    """What a dry run found: vocabulary, backbone size, memory estimate and the local files named."""
+    """Result of a dry run: vocabulary, backbone size, memory estimate and the local files named."""
 
     recipe_path: str
     vocabulary: Vocabulary
