@@ -474,3 +474,99 @@ def test_override_disagrees_with_config(tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match=r"backbone\.args\.n_layers=3 disagrees with .*config\.json \(2\)"):
         build_from_recipe({"path": str(tmp_path / "llada"), "n_layers": 3})
+
+
+WORDS = ["zero", "one", "two", "three", "plus", "what", "is"]
+
+
+def write_word_tokenizer(folder: Path) -> None:
+    """Write a word-level tokenizer.json with LLaDA's special ids of TINY_CONFIG (eos/pad 50, mask 55)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {word: i for i, word in enumerate(WORDS)}
+    vocab |= {f"<|reserved_{i}|>": i for i in range(len(WORDS), TINY_CONFIG["vocab_size"])}
+    vocab |= {"<|endoftext|>": 50, "<|mdm_mask|>": 55, "<unk>": 59}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def write_tone_corpus(data_dir: Path) -> None:
+    """Write train and valid manifests of 'what is A plus B' with one tone per word."""
+    import soundfile as sf
+
+    def tone(path: Path, words: list[str]) -> float:
+        t = torch.arange(1920) / 16000
+        waveform = torch.cat([0.3 * torch.sin(2 * math.pi * (200 + 90 * WORDS.index(w)) * t) for w in words])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, waveform.numpy(), 16000)
+        return len(waveform) / 16000
+
+    splits = {"train": [(a, b) for a in range(3) for b in range(3)][:7], "valid": [(1, 1), (0, 2)]}
+    for split, pairs in splits.items():
+        rows = []
+        for a, b in pairs:
+            question = f"what is {WORDS[a]} plus {WORDS[b]}"
+            answer = WORDS[min(a + b, 3)]
+            audio, reply = data_dir / f"audio/{split}-{a}-{b}.wav", data_dir / f"audio/answer-{answer}.wav"
+            row = {
+                "id": f"{split}-{a}-{b}",
+                "tasks": ["asr", "s2t", "s2s", "t2t", "tts"],
+                "question": question,
+                "thought": f"{WORDS[a]} plus {WORDS[b]} is {answer}",
+                "answer": answer,
+                "transcript": question,
+                "audio": str(audio),
+                "duration": tone(audio, question.split()),
+                "reply_audio": str(reply),
+                "reply_duration": tone(reply, [answer]),
+            }
+            rows.append(json.dumps(row) + "\n")
+        (data_dir / "manifests").mkdir(parents=True, exist_ok=True)
+        (data_dir / "manifests" / f"{split}.jsonl").write_text("".join(rows), encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_pretrained_parts_train(tmp_path: Path) -> None:
+    """The tiny recipe trains on a LLaDA folder (weights and tokenizer.json) and the checkpoint reloads."""
+    from diffuspeech.inference import load_checkpoint
+    from diffuspeech.recipe import load_recipe
+    from diffuspeech.training.run import train
+
+    folder = tmp_path / "llada"
+    write_checkpoint(folder)
+    write_word_tokenizer(folder)
+    write_tone_corpus(tmp_path / "data")
+    recipe_path = tmp_path / "pretrained.yaml"
+    recipe_path.write_text(
+        f"extends: {Path(__file__).parents[1] / 'recipes' / 'tiny.yaml'}\n"
+        f"text_tokenizer:\n  name: hf_tokenizers\n  args: {{path: {folder}, vocab_size: 64, mask_id: 55, pad_id: 50}}\n"
+        f"backbone:\n  name: llada_pretrained\n  args: {{path: {folder}}}\n",
+        encoding="utf-8",
+    )
+    overrides = [
+        f"data_dir={tmp_path / 'data'}",
+        f"output_dir={tmp_path / 'run'}",
+        "speech_tokenizer.args.num_units=12",
+        "layout.transcript=8",
+        "layout.thought=8",
+        "layout.answer=3",
+        "layout.reply_units=12",
+        "training.max_steps=3",
+        "training.batch_size=4",
+        "training.batches_per_epoch=3",
+        "training.warmup_steps=1",
+        "training.validation_interval=100",
+        "training.validation_items_per_task=1",
+        "training.validation_samples=0",
+        "training.validation_audio_samples=0",
+        "training.log_every_n_steps=1",
+    ]
+
+    checkpoint = train(load_recipe(recipe_path, overrides))
+    model = load_checkpoint(checkpoint)
+
+    assert model.system.vocabulary.size == 64 + 9 + 12
+    assert model.system.vocabulary.mask_id == 55
+    assert model.backbone.transformer["wte"].weight.shape == (64 + 9 + 12, 32)
+    assert model.system.text_tokenizer.encode("what is two") == [5, 6, 2]
