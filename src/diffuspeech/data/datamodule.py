@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffuspeech.data.features import UnitCache
-from diffuspeech.data.manifest import ManifestRow, read_manifest
-from diffuspeech.errors import RecipeError
+from diffuspeech.data.manifest import ManifestRow
+from diffuspeech.data.validation import BadRow, check_manifest, check_units
+from diffuspeech.errors import DataError, RecipeError
 from diffuspeech.layouts import Budgets, Layout, build_layout
 from diffuspeech.system import System
 from diffuspeech.vocabulary import TASKS, Vocabulary
@@ -164,14 +165,45 @@ class SpeechTextDataModule(L.LightningDataModule):
         self.epoch_length = int(settings.batches_per_epoch) * self.batch_size
         self.validation_per_task = int(settings.validation_items_per_task)
         self.seed = int(system.recipe.seed)
+        self.skip_bad_rows = str(settings.get("bad_rows", "fail")) == "skip"
+        self.bad_rows: dict[str, list[BadRow]] = {}
         self.train_rows: list[EncodedRow] = []
         self.valid_rows: list[EncodedRow] = []
 
     def read_split(self, split: str) -> list[EncodedRow]:
-        """Read, encode and budget-check the manifest of ``split``."""
-        rows = read_manifest(self.manifests_dir / f"{split}.jsonl")
-        self.units.ensure(rows)
-        encoded = [encode_row(row, self.system, self.units) for row in rows]
+        """Read, check, encode and budget-check the manifest of ``split``.
+
+        Bad rows (see ``diffuspeech.data.validation``) raise ``DataError``
+        when ``training.bad_rows`` is ``fail``; with ``skip`` they are left
+        out and kept in ``self.bad_rows[split]`` for the run's report.
+        """
+        path = self.manifests_dir / f"{split}.jsonl"
+        check = check_manifest(path, read_samples=False)
+        if check.bad and not self.skip_bad_rows:
+            raise DataError(bad_rows_message(check.bad, path))
+
+        failed = self.units.ensure(check.rows, skip_bad=self.skip_bad_rows)
+        undecodable = []
+        for row in check.rows:
+            reasons = [failed[audio] for audio in (row.get("audio"), row.get("reply_audio")) if audio in failed]
+            if reasons:
+                undecodable.append(BadRow(row.manifest, row.line, row.id, "unreadable audio", reasons[0]))
+        check.drop(undecodable)
+        check.drop(check_units(check.rows, self.units.units, self.system.speech_tokenizer.num_units, "unit cache"))
+        if check.bad:
+            self.bad_rows[split] = check.bad
+            log.warning(
+                "Skipping %d bad row(s) of %s (training.bad_rows=skip): %s",
+                len(check.bad),
+                path,
+                ", ".join(f"{kind} {count}" for kind, count in check.counts().items()),
+            )
+            for bad in check.bad:
+                log.warning("Skipped %s", bad)
+        if not check.rows:
+            raise DataError(f"manifest {path} has no usable rows; run `diffuspeech validate-data {path}`")
+
+        encoded = [encode_row(row, self.system, self.units) for row in check.rows]
         check_budgets(encoded, self.system.vocabulary, self.system.budgets)
         return encoded
 
@@ -196,7 +228,81 @@ class SpeechTextDataModule(L.LightningDataModule):
         return collate_layouts(layouts, [row.id for _, row in pairs], vocabulary.pad_id)
 
     def train_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate)
+        self.train_loader = ResumableDataLoader(self.train_dataset, self.batch_size, self.collate)
+        return self.train_loader
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.valid_dataset, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate)
+        # An explicit generator keeps the loader from drawing its base seed from the global torch generator.
+        return DataLoader(
+            self.valid_dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.collate,
+            generator=torch.Generator(),
+        )
+
+
+def bad_rows_message(bad: list[BadRow], path: Path, shown: int = 3) -> str:
+    """Return a one-line error that names the first ``shown`` bad rows of ``path`` and says what to do."""
+    listed = "; ".join(str(row) for row in bad[:shown])
+    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+    return (
+        f"{len(bad)} bad row(s) in {path}: {listed}{more}. Run `diffuspeech validate-data {path}` for the full list, "
+        "fix them, or set training.bad_rows=skip to train without them"
+    )
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Consecutive batches of indices; one iteration can start ``start`` batches into the epoch (resume)."""
+
+    def __init__(self, length: int, batch_size: int) -> None:
+        self.length = length
+        self.batch_size = batch_size
+        self.start = 0
+
+    def __len__(self) -> int:
+        return -(-self.length // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self.start = self.start, 0
+        for batch in range(start, len(self)):
+            yield list(range(batch * self.batch_size, min(self.length, (batch + 1) * self.batch_size)))
+
+
+class ResumableDataLoader(DataLoader[Any]):
+    """The training loader, with the state Lightning saves in checkpoints to resume mid-epoch.
+
+    The state is the number of batches that training has consumed since the
+    run began. ``DiffusionLM.training_step`` counts them through
+    ``mark_consumed``, because the loader itself runs a batch ahead of
+    training (Lightning prefetches). Each iteration starts at that count: the
+    mixture's epoch is ``consumed // len(self)`` and the first batch is
+    ``consumed % len(self)``. The mixture's item i of an epoch is a pure
+    function of (seed, epoch, i), so a resumed run sees the same items in the
+    same order, none repeated or skipped, whatever epoch number Lightning
+    gives the remainder of an interrupted epoch.
+    """
+
+    def __init__(self, dataset: MixtureDataset, batch_size: int, collate: Any) -> None:
+        self.batches = EpochBatchSampler(len(dataset), batch_size)
+        super().__init__(dataset, batch_sampler=self.batches, collate_fn=collate, generator=torch.Generator())
+        self.mixture = dataset
+        self.consumed = 0
+
+    def __iter__(self) -> Any:
+        epoch, start = divmod(self.consumed, len(self.batches))
+        self.mixture.epoch = epoch
+        self.batches.start = start
+        if start:
+            log.info("Resuming the data at batch %d of epoch %d", start, epoch)
+        return super().__iter__()
+
+    def mark_consumed(self) -> None:
+        """Count one batch taken by training."""
+        self.consumed += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.consumed = int(state["consumed"])

@@ -97,27 +97,43 @@ class UnitCache:
         self.path = cache_dir / f"units-{tokenizer_fingerprint(tokenizer)}.safetensors"
         self.units: dict[str, torch.Tensor] = load_file(str(self.path)) if self.path.is_file() else {}
 
-    def ensure(self, rows: list[ManifestRow]) -> None:
-        """Compute the units of every audio file of ``rows`` that the cache lacks, then save."""
+    def ensure(self, rows: list[ManifestRow], skip_bad: bool = False) -> dict[str, str]:
+        """Compute the units of every audio file of ``rows`` that the cache lacks, then save.
+
+        A file that cannot be decoded or gives no unit raises ``DataError``
+        naming the file and row, unless ``skip_bad``: then it is left out of
+        the cache and returned as {audio path: reason}.
+        """
+        failed: dict[str, str] = {}
         missing = [(path, ref) for path, ref in audio_references(rows).items() if path not in self.units]
         if not missing:
-            return
+            return failed
         with limited_threads(1):
             for path, (row, name) in tqdm(missing, desc="computing speech units", unit="file"):
-                waveform = load_row_audio(path, row, name, self.tokenizer.sample_rate)
-                units = self.tokenizer.encode(waveform)
-                if units.numel() == 0:
-                    raise DataError(
-                        f"{row.manifest}, row {row.line} (id {row.id}): {path} is too short to give one speech unit"
-                    )
-                self.units[path] = units.to(torch.int64).contiguous()
+                try:
+                    self.units[path] = self._encode(path, row, name)
+                except DataError as error:
+                    if not skip_bad:
+                        raise
+                    failed[path] = str(error)
         self.save()
+        return failed
+
+    def _encode(self, path: str, row: ManifestRow, name: str) -> torch.Tensor:
+        waveform = load_row_audio(path, row, name, self.tokenizer.sample_rate)
+        units = self.tokenizer.encode(waveform)
+        if units.numel() == 0:
+            raise DataError(
+                f"{row.manifest}, row {row.line} (id {row.id}): {path} is too short to give one speech unit"
+            )
+        return units.to(torch.int64).contiguous()
 
     def save(self) -> None:
-        """Write the cache atomically."""
+        """Write the cache atomically, with the unit count as metadata for ``validate-data``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
-        save_file(self.units, str(temporary))
+        metadata = {"num_units": str(self.tokenizer.num_units), "tokenizer": type(self.tokenizer).__qualname__}
+        save_file(self.units, str(temporary), metadata=metadata)
         os.replace(temporary, self.path)
 
     def __getitem__(self, path: str) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,58 +49,90 @@ class ManifestRow:
         return self.fields.get(name)
 
 
+class RowError(DataError):
+    """An invalid manifest row: ``kind`` is a short category used to count bad rows, ``reason`` the detail."""
+
+    def __init__(self, manifest: Path, line: int, row_id: str | None, kind: str, reason: str) -> None:
+        where = f"{manifest}, row {line}" + (f" (id {row_id})" if row_id else "")
+        super().__init__(f"{where}: {reason}")
+        self.manifest = manifest
+        self.line = line
+        self.row_id = row_id
+        self.kind = kind
+        self.reason = reason
+
+
 def _check_row(raw: Any, line: int, path: Path) -> ManifestRow:
-    where = f"{path}, row {line}"
     if not isinstance(raw, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        raise RowError(path, line, None, "invalid row", f"expected a JSON object, got {type(raw).__name__}")
     row_id = raw.get("id")
     if not isinstance(row_id, str) or not row_id:
-        raise DataError(f"{where}: missing or empty 'id'")
+        raise RowError(path, line, None, "invalid row", "missing or empty 'id'")
     tasks = raw.get("tasks")
     if not isinstance(tasks, list) or not tasks or any(task not in TASKS for task in tasks):
-        raise DataError(f"{where} (id {row_id}): 'tasks' must be a non-empty list drawn from {', '.join(TASKS)}")
+        reason = f"'tasks' must be a non-empty list drawn from {', '.join(TASKS)}"
+        raise RowError(path, line, row_id, "invalid row", reason)
 
     fields = {key: value for key, value in raw.items() if key not in ("id", "tasks")}
     for key in ("question", "thought", "answer", "transcript"):
         if key in fields and (not isinstance(fields[key], str) or not fields[key].strip()):
-            raise DataError(f"{where} (id {row_id}): text field {key!r} must be a non-empty string")
+            raise RowError(path, line, row_id, "empty text", f"text field {key!r} must be a non-empty string")
     for key in ("audio", "reply_audio"):
         if key in fields:
             if not isinstance(fields[key], str) or not fields[key]:
-                raise DataError(f"{where} (id {row_id}): {key!r} must be a file path")
+                raise RowError(path, line, row_id, "invalid row", f"{key!r} must be a file path")
             fields[key] = str((path.parent / fields[key]).resolve())
     for task in tasks:
         missing = [name for name in TASK_FIELDS[task] if name not in fields]
         if missing:
-            raise DataError(f"{where} (id {row_id}): task {task} needs field(s) {', '.join(missing)}")
+            raise RowError(path, line, row_id, "invalid row", f"task {task} needs field(s) {', '.join(missing)}")
     return ManifestRow(id=row_id, tasks=tuple(tasks), fields=fields, line=line, manifest=path)
 
 
-def read_manifest(path: Path) -> list[ManifestRow]:
-    """Read and check a JSONL manifest; raises ``DataError`` naming the file and row."""
+def parse_manifest(path: Path) -> Iterator[ManifestRow | RowError]:
+    """Yield each non-empty line as a checked row, or as a ``RowError`` when the line is invalid.
+
+    Duplicate ids are reported at their second occurrence. Raises
+    ``DataError`` when the file does not exist.
+    """
     if not path.is_file():
         raise DataError(f"manifest {path} not found; run `diffuspeech prepare` first or fix the path")
-    rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
     with path.open("rb") as handle:
         for line, raw_bytes in enumerate(handle, start=1):
             try:
                 text = raw_bytes.decode("utf-8").strip()
             except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{path}, row {line}: not valid UTF-8 ({error}); re-encode the file as UTF-8"
-                ) from error
+                reason = f"not valid UTF-8 ({error}); re-encode the file as UTF-8"
+                yield RowError(path, line, None, "non-UTF-8 text", reason)
+                continue
             if not text:
                 continue
             try:
-                raw = json.loads(text)
+                row = _check_row(json.loads(text), line, path)
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}, row {line}: invalid JSON ({error.msg} at column {error.colno})") from error
-            row = _check_row(raw, line, path)
+                yield RowError(path, line, None, "invalid JSON", f"invalid JSON ({error.msg} at column {error.colno})")
+                continue
+            except RowError as error:
+                yield error
+                continue
             if row.id in seen:
-                raise DataError(f"{path}, row {line}: duplicate id {row.id!r} (first at row {seen[row.id]})")
+                reason = f"duplicate id {row.id!r} (first at row {seen[row.id]})"
+                duplicate = RowError(path, line, None, "duplicate id", reason)
+                duplicate.row_id = row.id
+                yield duplicate
+                continue
             seen[row.id] = line
-            rows.append(row)
+            yield row
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """Read and check a JSONL manifest; raises ``DataError`` naming the file and row of the first invalid row."""
+    rows: list[ManifestRow] = []
+    for row in parse_manifest(path):
+        if isinstance(row, RowError):
+            raise row
+        rows.append(row)
     if not rows:
         raise DataError(f"manifest {path} has no rows")
     return rows

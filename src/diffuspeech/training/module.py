@@ -9,8 +9,9 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from diffuspeech.data.datamodule import Batch
+from diffuspeech.data.datamodule import Batch, ResumableDataLoader
 from diffuspeech.diffusion import add_noise, diffusion_loss
+from diffuspeech.errors import DiffuSpeechError
 from diffuspeech.interfaces import Backbone
 from diffuspeech.system import System
 
@@ -20,11 +21,18 @@ CHECKPOINT_KEY = "diffuspeech"
 """Checkpoint entry holding the resolved recipe and the fitted plugin states."""
 
 
+class NonFiniteLossError(DiffuSpeechError):
+    """The training loss was NaN or infinite and ``training.nonfinite_loss`` is ``stop``."""
+
+
 class DiffusionLM(L.LightningModule):
     """Trains a backbone with the ELBO-weighted masked-diffusion loss.
 
     Optimizer: AdamW with linear warm-up then cosine decay to
-    ``training.min_lr_ratio`` of the peak rate. Checkpoints carry the
+    ``training.min_lr_ratio`` of the peak rate. A NaN or infinite loss stops
+    training, or skips the batch when ``training.nonfinite_loss`` is
+    ``skip`` (counted in the metric ``train/nonfinite_skipped``, and kept
+    across resumes). Checkpoints carry the
     resolved recipe and the fitted tokenizers, so a checkpoint alone is
     enough for inference.
     """
@@ -34,6 +42,7 @@ class DiffusionLM(L.LightningModule):
         self.system = system
         self.backbone = backbone
         self.settings = system.recipe.training
+        self.skipped_batches = 0
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.backbone(tokens, attention_mask)
@@ -50,19 +59,40 @@ class DiffusionLM(L.LightningModule):
         logits = self.backbone(noised.tokens, batch.attention_mask)
         return diffusion_loss(logits, batch.tokens, noised, batch.target_mask)
 
-    def on_train_epoch_start(self) -> None:
-        # The task mixture draws from (seed, epoch, index), so each epoch gets a new draw.
-        datamodule = getattr(self.trainer, "datamodule", None)
-        dataset = getattr(datamodule, "train_dataset", None)
-        if dataset is not None and hasattr(dataset, "epoch"):
-            dataset.epoch = self.current_epoch
+    def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor | None:
+        loader = getattr(getattr(self.trainer, "datamodule", None), "train_loader", None)
+        if isinstance(loader, ResumableDataLoader):
+            loader.mark_consumed()
 
-    def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
         loss = self._loss(batch)
+        if not self._loss_is_finite(loss):
+            self._handle_nonfinite(loss, batch, batch_index)
+            return None
         size = batch.tokens.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/tokens", float(batch.attention_mask.sum()), reduce_fx="sum", batch_size=size)
         return loss
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Return whether the loss is finite on every rank, so that all ranks skip or stop together."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        return bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+
+    def _handle_nonfinite(self, loss: torch.Tensor, batch: Batch, batch_index: int) -> None:
+        """Skip the batch (no backward, no optimizer step) or raise, as ``training.nonfinite_loss`` says."""
+        ids = ", ".join(batch.ids[:8]) + (f" and {len(batch.ids) - 8} more" if len(batch.ids) > 8 else "")
+        where = (
+            f"non-finite training loss ({float(loss.detach()):.4g}) at global step {self.global_step} "
+            f"(epoch {self.current_epoch}, batch {batch_index}); batch item ids: {ids}"
+        )
+        if str(self.settings.get("nonfinite_loss", "stop")) != "skip":
+            raise NonFiniteLossError(
+                f"{where}. Lower training.learning_rate, check these rows, "
+                "or set training.nonfinite_loss=skip to skip such batches"
+            )
+        self.skipped_batches += 1
+        log.warning("Skipping a batch with a %s (%d skipped so far)", where, self.skipped_batches)
+        self.log("train/nonfinite_skipped", float(self.skipped_batches), reduce_fx="max", batch_size=len(batch.ids))
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
         # A fixed noise draw per batch makes validation losses comparable across epochs.
@@ -102,4 +132,8 @@ class DiffusionLM(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "recipe": OmegaConf.to_container(self.system.recipe, resolve=True),
             "plugins": self.system.plugin_states(),
+            "skipped_batches": self.skipped_batches,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_batches = int(checkpoint.get(CHECKPOINT_KEY, {}).get("skipped_batches", 0))
