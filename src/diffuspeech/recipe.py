@@ -42,9 +42,10 @@ def find_recipe(name_or_path: str | Path) -> Path:
     for candidate in (Path("recipes") / f"{name_or_path}.yaml", RECIPES_DIR / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
+    names = sorted(p.relative_to(RECIPES_DIR).with_suffix("").as_posix() for p in RECIPES_DIR.glob("**/*.yaml"))
     raise RecipeError(
         f"recipe {str(name_or_path)!r} not found: give a YAML path or a name under {RECIPES_DIR} "
-        f"(choices: {', '.join(sorted(p.stem for p in RECIPES_DIR.glob('*.yaml')))})"
+        f"(choices: {', '.join(names)})"
     )
 
 
