@@ -56,8 +56,8 @@ class LLaDAPretrainedBackbone(LLaDABackbone):
     float16). NOTE: every process reads the whole checkpoint into CPU memory
     before the strategy shards it; FSDP with meta-device initialization would
     read only each rank's shard. Inference rebuilds the backbone from the
-    stored recipe, so the folder is read again there before the trained
-    weights replace it.
+    stored recipe, so ``path`` and ``init_from`` are read again there before
+    the trained weights replace them, and must still exist.
     """
 
     description = "LLaDA backbone at a named size (tiny ... 8b) or loaded from a local Hugging Face LLaDA folder"
