@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,3 +114,41 @@ def write_unit_hifigan(folder: Path, num_units: int, upsample_factors: list[int]
 def unit_hifigan_writer() -> Callable[..., Path]:
     """Return :func:`write_unit_hifigan`, for tests in any folder."""
     return write_unit_hifigan
+
+
+SMALL_MEL_UNITS = ["speech_tokenizer.args.num_units=32"]
+"""Tokenizer overrides that the small vocoder and the codec smoke tests share, so their fitted units match."""
+
+
+@pytest.fixture(scope="session")
+def small_vocoder_run(tmp_path_factory: pytest.TempPathFactory, flite_corpus: Path) -> Path:
+    """Run diffuspeech train-vocoder for 3 batches on ``flite_corpus`` and return its output folder.
+
+    The last batch trains against the discriminator, so both GAN paths run.
+    """
+    from diffuspeech.recipe import load_recipe
+    from diffuspeech.training.vocoder import train_vocoder
+
+    output_dir = tmp_path_factory.mktemp("vocoder_run")
+    overrides = [
+        f"data_dir={flite_corpus}",
+        f"output_dir={output_dir}",
+        *SMALL_CORPUS,
+        *SMALL_MEL_UNITS,
+        "vocoder_training.max_steps=3",
+        "vocoder_training.batch_size=1",
+        "vocoder_training.segment_units=4",
+        "vocoder_training.adversarial_start_step=2",
+        "vocoder_training.log_every_n_steps=1",
+        "vocoder_training.accelerator=cpu",
+    ]
+    # mlflow.set_tracking_uri (mlflow 3.17) exports MLFLOW_TRACKING_URI, which later runs in this process would use.
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        train_vocoder(load_recipe("vocoder/tiny", overrides))
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return output_dir

@@ -350,7 +350,7 @@ def load_hubert(model_path: Path, layer: int) -> Any:
 
 
 def _receptive_field(kernels: list[int], strides: list[int]) -> int:
-    """Return the samples one output frame of a stack of strided 1-D convolutions sees."""
+    """Return the receptive field, in samples, of one output frame of a stack of strided 1-D convolutions."""
     field = 1
     for kernel, stride in zip(reversed(kernels), reversed(strides), strict=True):
         field = (field - 1) * stride + kernel

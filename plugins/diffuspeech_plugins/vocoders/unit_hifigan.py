@@ -227,7 +227,7 @@ def read_generator_hyperparams(path: Path) -> dict[str, Any]:
 
 
 def _resolve(value: Any, tree: dict[str, Any], path: Path, key: str, depth: int = 0) -> Any:
-    """Replace ``!ref <name>`` by the top-level value ``name``, recursively; reject any other tag."""
+    """Replace ``!ref <name>`` by the top-level value ``name``, recursively, and reject any other tag."""
     if depth > 16:
         raise CheckpointError(f"{path}: {key} has references nested more than 16 deep")
     if isinstance(value, list):
@@ -284,7 +284,7 @@ def load_generator(model_path: Path, hyperparams: dict[str, Any]) -> Any:
 
 
 def read_generator_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """Read a ``torch.save``d state dict with ``weights_only=True``; raise :class:`CheckpointError` naming the file."""
+    """Read a ``torch.save``d state dict with ``weights_only=True``; errors name the file."""
     if not checkpoint.is_file():
         raise CheckpointError(f"unit HiFi-GAN file {checkpoint} not found; the model folder needs {GENERATOR_FILE}")
     try:
