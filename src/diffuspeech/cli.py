@@ -80,14 +80,29 @@ def command_fit_tokenizer(args: argparse.Namespace) -> None:
     print(f"centroids written to {path}")
 
 
+def command_validate_data(args: argparse.Namespace) -> int:
+    from diffuspeech.data.validation import check_manifest
+
+    path = Path(args.manifest)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else path.resolve().parent.parent / "cache"
+    result = check_manifest(path, read_samples=not args.header_only, cache_dir=cache_dir)
+    for row in result.bad:
+        print(f"{row.manifest}:{row.line}: id {row.id or '?'}: {row.kind}: {row.reason}")
+    counts = ", ".join(f"{kind} {count}" for kind, count in sorted(result.counts().items()))
+    print(f"{result.checked} rows checked, {len(result.bad)} bad" + (f" ({counts})" if counts else ""))
+    return 1 if result.bad else 0
+
+
 def _evaluate(recipe: DictConfig, checkpoint: Path) -> dict[str, Any]:
+    from diffuspeech.data.manifest import check_splits
     from diffuspeech.evaluation import evaluate
     from diffuspeech.inference import load_checkpoint
     from diffuspeech.recipe import build_component
 
+    settings = recipe.evaluation
+    check_splits(Path(str(recipe.data_dir)) / "manifests", list(settings.splits), "evaluation.splits")
     model = load_checkpoint(checkpoint)
     recognizer = build_component(recipe, "evaluation.recognizer", "recognizer")
-    settings = recipe.evaluation
     max_items = int(settings.max_items) if settings.get("max_items") else None
     report = evaluate(model, recognizer, Path(str(recipe.data_dir)), list(settings.splits), max_items, int(recipe.seed))
     report["checkpoint"] = str(checkpoint)
@@ -256,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit_tokenizer.add_argument("--force", action="store_true", help="overwrite an existing centroid file")
     fit_tokenizer.set_defaults(func=command_fit_tokenizer)
 
+    validate = commands.add_parser("validate-data", help="check every row of a manifest; exit code 1 when a row is bad")
+    validate.add_argument("manifest", help="JSONL manifest, e.g. outputs/data/arithmetic/manifests/train.jsonl")
+    validate.add_argument(
+        "--cache-dir", help="unit cache folder to check units in (default: the cache folder beside manifests/)"
+    )
+    validate.add_argument("--header-only", action="store_true", help="read audio headers only, not every sample")
+    validate.set_defaults(func=command_validate_data)
+
     evaluate = commands.add_parser("evaluate", help="write a JSON report on the test splits")
     evaluate.add_argument("checkpoint", help="checkpoint written by train; its stored recipe is used")
     evaluate.add_argument("overrides", nargs="*", help="overrides of the stored recipe, e.g. evaluation.max_items=50")
@@ -310,11 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # speechbrain logs its import-time settings at INFO; they are not results.
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     try:
-        args.func(args)
+        code = args.func(args)
     except DiffuSpeechError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

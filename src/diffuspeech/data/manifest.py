@@ -145,3 +145,14 @@ def write_manifest(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(handle.name, path)
+
+
+def check_splits(manifests_dir: Path, splits: Iterable[str], key: str) -> None:
+    """Raise ``DataError`` naming ``key`` when a split has no manifest, listing the splits that exist."""
+    existing = sorted(path.stem for path in manifests_dir.glob("*.jsonl"))
+    if not existing:
+        raise DataError(f"no manifests in {manifests_dir}; run `diffuspeech prepare` first or fix data_dir")
+    unknown = [split for split in splits if split not in existing]
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise DataError(f"{key}: no split {names} in {manifests_dir}; existing splits: {', '.join(existing)}")

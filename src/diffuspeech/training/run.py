@@ -10,9 +10,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from diffuspeech.data.datamodule import SpeechTextDataModule
+from diffuspeech.data.datamodule import SpeechTextDataModule, bad_rows_message
 from diffuspeech.data.features import UnitCache, fit_speech_tokenizer, fit_text_tokenizer
-from diffuspeech.data.manifest import read_manifest
+from diffuspeech.data.validation import check_manifest
+from diffuspeech.errors import DataError
 from diffuspeech.system import System, build_backbone, compose
 from diffuspeech.training.checkpointing import (
     CheckpointError,
@@ -31,8 +32,13 @@ log = logging.getLogger(__name__)
 
 def prepare_features(system: System, data_dir: Path, output_dir: Path) -> UnitCache:
     """Fit the tokenizers on the training split (when not fitted yet) and fill the unit cache."""
-    train_rows = read_manifest(data_dir / "manifests" / "train.jsonl")
     settings = system.recipe.training
+    path = data_dir / "manifests" / "train.jsonl"
+    # Bad rows are reported (or fail training) once the data module reads the splits.
+    check = check_manifest(path, read_samples=False)
+    if check.bad and str(settings.get("bad_rows", "fail")) != "skip":
+        raise DataError(bad_rows_message(check.bad, path))
+    train_rows = check.rows
 
     fit_text_tokenizer(system.text_tokenizer, train_rows, output_dir)
     fit_speech_tokenizer(

@@ -189,8 +189,17 @@ def _open_logger(recipe: DictConfig, uri: str, run_id: str | None) -> FaultToler
         run_id=run_id,
         artifact_location=artifacts,
     )
-    with _database_lock(uri):
-        _ = logger.experiment  # creates the experiment and the run, or raises when unreachable
+    # MLflow's set_tracking_uri, which the logger calls, also sets MLFLOW_TRACKING_URI. Restoring it
+    # keeps a later run in the same process from logging into this run's database.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _database_lock(uri):
+            _ = logger.experiment  # creates the experiment and the run, or raises when unreachable
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
     return logger
 
 
