@@ -57,15 +57,14 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-HTTP_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 """MLflow HTTP settings used unless the environment sets them: a dead server costs seconds, not minutes.
 
 MLflow's own defaults (7 retries with exponential backoff, 120 s timeout)
-can stall training for minutes per call when the server is down.
+can stall training for minutes per call when the server is down. Without
+retries, one failed call switches the run to local recording for good
+(see ``FaultTolerantMLFlowLogger``), so set MLFLOW_HTTP_REQUEST_MAX_RETRIES
+on a network that drops requests now and then.
 """
 
 TRACKING_ERRORS = (MlflowException, OSError, RequestException)
@@ -181,19 +180,20 @@ def _open_logger(recipe: DictConfig, uri: str, run_id: str | None) -> FaultToler
     # With the embedded SQLite database, artifacts go beside it instead of into ./mlruns of the
     # current folder. An experiment that already exists keeps the artifact location it was made with.
     artifacts = (output_dir / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-    logger = FaultTolerantMLFlowLogger(
-        pending=output_dir / "mlflow_pending.jsonl",
-        experiment_name=str(settings.experiment),
-        run_name=str(settings.run_name) if settings.get("run_name") else None,
-        tracking_uri=uri,
-        run_id=run_id,
-        artifact_location=artifacts,
-    )
     # MLflow's set_tracking_uri, which the logger calls, also sets MLFLOW_TRACKING_URI. Restoring it
     # keeps a later run in the same process from logging into this run's database.
     before = os.environ.get("MLFLOW_TRACKING_URI")
     try:
+        # The client that the logger creates migrates a new database, so it is made under the lock too.
         with _database_lock(uri):
+            logger = FaultTolerantMLFlowLogger(
+                pending=output_dir / "mlflow_pending.jsonl",
+                experiment_name=str(settings.experiment),
+                run_name=str(settings.run_name) if settings.get("run_name") else None,
+                tracking_uri=uri,
+                run_id=run_id,
+                artifact_location=artifacts,
+            )
             _ = logger.experiment  # creates the experiment and the run, or raises when unreachable
     finally:
         if before is None:
