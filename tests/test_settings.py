@@ -1,4 +1,4 @@
-"""Core recipe sections: unknown keys and invalid training values fail before any work."""
+"""Recipe values, corpus splits and evaluation splits: invalid ones fail before any work, naming the key."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from diffuspeech.errors import RecipeError
+from diffuspeech.data.corpus import TextItem, arithmetic_splits, split_text_items
+from diffuspeech.data.manifest import check_splits
+from diffuspeech.errors import DataError, RecipeError
 from diffuspeech.recipe import load_recipe
 from diffuspeech.system import compose
 
@@ -125,3 +127,41 @@ def test_every_recipe_value_is_checked() -> None:
         with pytest.raises(RecipeError) as caught:
             compose(broken)
         assert str(caught.value).startswith(key), (key, str(caught.value))
+
+
+def test_arithmetic_split_never_empty() -> None:
+    """An arithmetic corpus too small for a validation split is rejected, naming the recipe key."""
+    settings = OmegaConf.create(
+        {"max_operand": 0, "operations": ["plus"], "test_fraction": 0.2, "valid_fraction": 0.05}
+    )
+
+    with pytest.raises(RecipeError, match=r"^corpus\.arithmetic: the valid split\(s\) would be empty \(6 questions"):
+        arithmetic_splits(settings, seed=0)
+
+
+def test_jsonl_split_keeps_one_valid_item() -> None:
+    """Ten items with valid_fraction 0.05 still give one validation and one test question."""
+    items = [TextItem(f"question {index}", "thought", "answer") for index in range(10)]
+
+    splits = split_text_items(items, valid_fraction=0.05, test_fraction=0.1, seed=0)
+
+    assert {split: len(group) for split, group in splits.items()} == {"train": 8, "valid": 1, "test": 1}
+
+
+def test_jsonl_split_needs_three_questions() -> None:
+    """Two distinct questions cannot fill train, valid and test."""
+    items = [TextItem(f"question {index}", "thought", "answer") for index in range(2)]
+
+    with pytest.raises(DataError, match=r"corpus\.jsonl\.path: 2 distinct question\(s\); at least 3 are needed"):
+        split_text_items(items, valid_fraction=0.05, test_fraction=0.1, seed=0)
+
+
+def test_unknown_evaluation_split_lists_existing(tmp_path: Path) -> None:
+    """A misspelled evaluation split names the key and the splits that exist."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    for split in ("train", "test"):
+        (manifests / f"{split}.jsonl").write_text("")
+
+    with pytest.raises(DataError, match=r"^evaluation\.splits: no split 'tset' in .*; existing splits: test, train$"):
+        check_splits(manifests, ["tset"], "evaluation.splits")

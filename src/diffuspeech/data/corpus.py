@@ -35,6 +35,7 @@ from diffuspeech.data.arithmetic import NUMBER_WORDS, generate_items, split_item
 from diffuspeech.data.manifest import write_manifest
 from diffuspeech.errors import DataError, RecipeError
 from diffuspeech.interfaces import SpeechSynthesizer
+from diffuspeech.settings import check_core_settings
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,20 @@ def read_text_items(path: Path) -> list[TextItem]:
 def split_text_items(
     items: list[TextItem], valid_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, list[TextItem]]:
-    """Split by distinct question text, so no held-out question text occurs in training."""
+    """Split by distinct question text, so no held-out question text occurs in training.
+
+    Each split gets at least one question text, so a small file still gives
+    a validation split. Raises ``DataError`` for fewer than 3 distinct questions.
+    """
     questions = sorted({item.question for item in items})
+    if len(questions) < 3:
+        raise DataError(
+            f"corpus.jsonl.path: {len(questions)} distinct question(s); at least 3 are needed, "
+            "one each for the train, valid and test splits"
+        )
     random.Random(seed).shuffle(questions)
-    n_test = round(test_fraction * len(questions))
-    n_valid = round(valid_fraction * len(questions))
+    n_test = min(len(questions) - 2, max(1, round(test_fraction * len(questions))))
+    n_valid = min(len(questions) - 1 - n_test, max(1, round(valid_fraction * len(questions))))
     test = set(questions[:n_test])
     valid = set(questions[n_test : n_test + n_valid])
     return {
@@ -104,12 +114,25 @@ def split_text_items(
 
 
 def arithmetic_splits(settings: DictConfig, seed: int) -> dict[str, list[TextItem]]:
-    """Generate arithmetic items and split them by question text."""
-    generated = generate_items(int(settings.max_operand), tuple(settings.operations))
+    """Generate arithmetic items and split them by question text.
+
+    Raises ``RecipeError`` naming ``corpus.arithmetic`` when a split would be empty.
+    """
+    try:
+        generated = generate_items(int(settings.max_operand), tuple(settings.operations))
+    except ValueError as error:
+        raise RecipeError(f"corpus.arithmetic: {error}; lower corpus.arithmetic.max_operand") from error
     rest, test = split_items(generated, float(settings.test_fraction), seed)
     train, valid = split_items(rest, float(settings.valid_fraction), seed + 1)
     convert = lambda group: [TextItem(i.question, i.thought, i.answer) for i in group]  # noqa: E731
-    return {"train": convert(train), "valid": convert(valid), "test": convert(test)}
+    splits = {"train": convert(train), "valid": convert(valid), "test": convert(test)}
+    empty = [split for split, items in splits.items() if not items]
+    if empty:
+        raise RecipeError(
+            f"corpus.arithmetic: the {', '.join(empty)} split(s) would be empty ({len(generated)} questions with "
+            f"max_operand={settings.max_operand}); raise corpus.arithmetic.max_operand or the split's fraction"
+        )
+    return splits
 
 
 def _audio_name(text: str, voice: str, variant: Variant) -> str:
@@ -244,6 +267,7 @@ def _tts_rows(texts: Sequence[str], reply_voice: str, writer: CorpusWriter) -> l
 
 def prepare_corpus(recipe: DictConfig, synthesizer: SpeechSynthesizer) -> Path:
     """Build the corpus that ``recipe.corpus`` describes; return the data folder."""
+    check_core_settings(recipe)
     settings = recipe.corpus
     data_dir = Path(str(recipe.data_dir))
     seed = int(recipe.seed)
