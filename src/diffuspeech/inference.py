@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from diffuspeech.errors import DiffuSpeechError
 from diffuspeech.generation import Generated, generate_batched, generate_stream
 from diffuspeech.interfaces import Backbone, Sampler
 from diffuspeech.recipe import apply_overrides, build_component
+from diffuspeech.settings import plugin_keys
 from diffuspeech.system import System, build_backbone, compose
 from diffuspeech.threads import limited_threads
 from diffuspeech.training.module import CHECKPOINT_KEY
@@ -134,16 +136,40 @@ def _read_checkpoint(path: Path, device: str) -> dict[str, Any]:
     return checkpoint
 
 
+TRUST_PLUGIN_PATHS = "DIFFUSPEECH_TRUST_PLUGIN_PATHS"
+"""Environment variable that, set to 1, lets a checkpoint's recipe name plugins by dotted path."""
+
+
+def _checked_recipe(path: Path, stored: Any) -> DictConfig:
+    """Return the stored recipe, rejecting plugins named by dotted path unless the user trusts them.
+
+    A dotted path (``module:Class``) imports a module that the checkpoint's
+    author chose. Plugins from installed entry points, or dotted paths in a
+    recipe the user wrote, are the only code a user chooses to run.
+    """
+    recipe = OmegaConf.create(stored)
+    if os.environ.get(TRUST_PLUGIN_PATHS) == "1":
+        return recipe
+    for key in plugin_keys():
+        name = OmegaConf.select(recipe, f"{key}.name", default=None)
+        if isinstance(name, str) and ":" in name:
+            raise DiffuSpeechError(
+                f"checkpoint {path} names plugin {name!r} at {key}.name by dotted path, which would import that "
+                f"module; only installed plugins load from checkpoints. Set {TRUST_PLUGIN_PATHS}=1 if you trust it"
+            )
+    return recipe
+
+
 def stored_recipe(path: Path) -> DictConfig:
     """Return the resolved recipe a checkpoint was trained with."""
-    return OmegaConf.create(_read_checkpoint(path, "cpu")[CHECKPOINT_KEY]["recipe"])
+    return _checked_recipe(path, _read_checkpoint(path, "cpu")[CHECKPOINT_KEY]["recipe"])
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
     """Load a diffuspeech checkpoint without executing code from it (``weights_only=True``)."""
     checkpoint = _read_checkpoint(path, device)
     stored = checkpoint[CHECKPOINT_KEY]
-    recipe = OmegaConf.create(stored["recipe"])
+    recipe = _checked_recipe(path, stored["recipe"])
     system = compose(recipe)
     system.load_plugin_states(stored["plugins"])
     backbone = build_backbone(recipe, system.vocabulary)

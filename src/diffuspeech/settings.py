@@ -214,6 +214,17 @@ RECIPE = Section(
 )
 
 
+def plugin_keys(spec: Section = RECIPE, prefix: str = "") -> list[str]:
+    """Return the dotted keys of every plugin node in the recipe layout ``spec``."""
+    keys: list[str] = []
+    for key, rule in spec.keys.items():
+        if isinstance(rule, Plugin):
+            keys.append(f"{prefix}{key}")
+        elif isinstance(rule, Section):
+            keys += plugin_keys(rule, f"{prefix}{key}.")
+    return keys
+
+
 def _unknown_key(key: str, choices: list[str], prefix: str) -> RecipeError:
     close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
     hint = f"; did you mean {prefix}{close[0]}?" if close else ""
