@@ -56,7 +56,7 @@ def _is_number(value: Any) -> bool:
 
 
 def integer(minimum: int, maximum: int | None = None, unit: str = "") -> Rule:
-    """An integer in [minimum, maximum]."""
+    """Return a rule accepting an integer in [minimum, maximum]."""
     bound = f"in [{minimum}, {maximum}]" if maximum is not None else f"of at least {minimum}"
     return Rule(
         lambda value: _is_integer(value) and value >= minimum and (maximum is None or value <= maximum),
@@ -65,7 +65,7 @@ def integer(minimum: int, maximum: int | None = None, unit: str = "") -> Rule:
 
 
 def number(minimum: float, maximum: float = float("inf"), strict: bool = False, below_maximum: bool = False) -> Rule:
-    """A number from ``minimum`` (excluded when ``strict``) to ``maximum`` (excluded when ``below_maximum``)."""
+    """Return a rule accepting a number from ``minimum`` to ``maximum``; ``strict``/``below_maximum`` exclude them."""
 
     def check(value: Any) -> bool:
         if not _is_number(value):
@@ -82,12 +82,12 @@ def number(minimum: float, maximum: float = float("inf"), strict: bool = False, 
 
 
 def choice(*options: str) -> Rule:
-    """One of ``options``."""
+    """Return a rule accepting one of ``options``."""
     return Rule(lambda value: value in options, " or ".join(options))
 
 
 def text(optional: bool = False) -> Rule:
-    """A non-empty string, or null when ``optional``."""
+    """Return a rule accepting a non-empty string, or null when ``optional``."""
     return Rule(
         lambda value: (optional and value is None) or (isinstance(value, str) and bool(value.strip())),
         "a non-empty string" + (" or null" if optional else ""),
@@ -95,7 +95,7 @@ def text(optional: bool = False) -> Rule:
 
 
 def strings(allowed: tuple[str, ...] | None = None) -> Rule:
-    """A non-empty list of non-empty strings, drawn from ``allowed`` when given."""
+    """Return a rule accepting a non-empty list of non-empty strings, drawn from ``allowed`` when given."""
 
     def check(value: Any) -> bool:
         return (

@@ -243,7 +243,7 @@ class SpeechTextDataModule(L.LightningDataModule):
 
 
 def bad_rows_message(bad: list[BadRow], path: Path, shown: int = 3) -> str:
-    """Return a one-line error that names the first ``shown`` bad rows of ``path`` and says what to do."""
+    """Return a one-line error that names the first ``shown`` bad rows of ``path`` and tells the user what to do."""
     listed = "; ".join(str(row) for row in bad[:shown])
     more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
     return (
@@ -278,7 +278,7 @@ class ResumableDataLoader(DataLoader[Any]):
     training (Lightning prefetches). Each iteration starts at that count: the
     mixture's epoch is ``consumed // len(self)`` and the first batch is
     ``consumed % len(self)``. The mixture's item i of an epoch is a pure
-    function of (seed, epoch, i), so a resumed run sees the same items in the
+    function of (seed, epoch, i), so a resumed run gets the same items in the
     same order, none repeated or skipped, whatever epoch number Lightning
     gives the remainder of an interrupted epoch.
     """

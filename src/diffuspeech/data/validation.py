@@ -3,7 +3,7 @@
 ``check_manifest`` never stops at the first bad row: it returns the rows that
 pass and a ``BadRow`` for each one that fails, with a short kind (for counts)
 and a reason. ``diffuspeech validate-data`` prints them; training fails on
-them or skips them, as ``training.bad_rows`` says.
+them or skips them, as ``training.bad_rows`` selects.
 """
 
 from __future__ import annotations

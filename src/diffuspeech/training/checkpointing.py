@@ -6,8 +6,8 @@
   ``torch.load(weights_only=True)``, which accepts tensors and plain values
   only and never calls code named in the file.
 - ``StepSeeds`` seeds the random generators of torch, numpy and Python before
-  every training batch from (recipe seed, global rank, epoch, batch index), so
-  the random state at any batch is the same in a resumed run as in an
+  every training batch from (recipe seed, global rank, epoch, batch index).
+  So the random state at any batch is the same in a resumed run as in an
   uninterrupted one, whatever ran in between (validation, data loader start).
 """
 
@@ -51,7 +51,7 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
             "(tensors and plain values) are accepted"
         ) from error
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(checkpoint).__name__}, not a mapping")
+        raise CheckpointError(f"{path} is not a checkpoint: it contains a {type(checkpoint).__name__}, not a mapping")
     return checkpoint
 
 
@@ -90,7 +90,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         _fsync_folder(target.parent)
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
-        # weights_only is forced: a checkpoint from a stranger must not run code, whatever the caller asks.
+        # weights_only is forced: a checkpoint from a stranger must not run code, whatever the caller requests.
         return read_checkpoint(Path(path), map_location if map_location is not None else "cpu")
 
 

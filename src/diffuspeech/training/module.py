@@ -79,7 +79,7 @@ class DiffusionLM(L.LightningModule):
         return bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
 
     def _handle_nonfinite(self, loss: torch.Tensor, batch: Batch, batch_index: int) -> None:
-        """Skip the batch (no backward, no optimizer step) or raise, as ``training.nonfinite_loss`` says."""
+        """Skip the batch (no backward, no optimizer step) or raise, as ``training.nonfinite_loss`` selects."""
         ids = ", ".join(batch.ids[:8]) + (f" and {len(batch.ids) - 8} more" if len(batch.ids) > 8 else "")
         where = (
             f"non-finite training loss ({float(loss.detach()):.4g}) at global step {self.global_step} "

@@ -34,7 +34,7 @@ def prepare_features(system: System, data_dir: Path, output_dir: Path) -> UnitCa
     """Fit the tokenizers on the training split (when not fitted yet) and fill the unit cache."""
     settings = system.recipe.training
     path = data_dir / "manifests" / "train.jsonl"
-    # Bad rows are reported (or fail training) once the data module reads the splits.
+    # Failing here saves fitting the tokenizers; with bad_rows=skip the data module reports the rows.
     check = check_manifest(path, read_samples=False)
     if check.bad and str(settings.get("bad_rows", "fail")) != "skip":
         raise DataError(bad_rows_message(check.bad, path))
@@ -116,7 +116,7 @@ def build_trainer(recipe: DictConfig, logger: FaultTolerantMLFlowLogger, checkpo
 def train(recipe: DictConfig) -> Path:
     """Train the recipe's model; return the path of the last checkpoint.
 
-    When the run folder holds ``checkpoints/last.ckpt`` and
+    When the run folder contains ``checkpoints/last.ckpt`` and
     ``training.resume`` is ``auto``, training resumes from it: same global
     step, optimizer and scheduler state, data position, fitted tokenizers
     and MLflow run.

@@ -68,11 +68,11 @@ on a network that drops requests now and then.
 """
 
 TRACKING_ERRORS = (MlflowException, OSError, RequestException)
-"""What an MLflow call raises when its server or database cannot be reached."""
+"""Exceptions that an MLflow call raises when its server or database cannot be reached."""
 
 
 class FaultTolerantMLFlowLogger(MLFlowLogger):
-    """An MLflow logger that keeps training going when the tracking server stops answering.
+    """An MLflow logger that keeps training going when the tracking server stops responding.
 
     After the first failed call it warns once, stops calling the server, and
     appends everything it could not send to ``pending`` (JSON lines of
