@@ -16,6 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from training_corpus import cli_environment, overrides, run_cli, write_corpus
 
+from diffuspeech.data.datamodule import EpochBatchSampler
 from diffuspeech.errors import DiffuSpeechError
 from diffuspeech.training.checkpointing import SafeCheckpointIO, read_checkpoint
 
@@ -194,3 +195,19 @@ def test_checkpoint_io_save_is_atomic(tmp_path: Path) -> None:
 
     assert read_checkpoint(path)["step"].item() == 1
     assert [item.name for item in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_batches_shard_across_ranks() -> None:
+    """Two ranks get equal batch counts that cover the epoch, and an iteration can start mid-epoch."""
+    ranks = [EpochBatchSampler(length=20, batch_size=4, rank=rank, world_size=2) for rank in range(2)]
+
+    batches = [list(sampler) for sampler in ranks]
+
+    assert [len(sampler) for sampler in ranks] == [3, 3]
+    assert [len(rank_batches) for rank_batches in batches] == [3, 3]
+    assert batches[0][0] == [0, 1, 2, 3]
+    assert batches[1][0] == [4, 5, 6, 7]
+    assert {index for rank_batches in batches for batch in rank_batches for index in batch} == set(range(20))
+    ranks[1].start = 2
+    assert list(ranks[1]) == [batches[1][2]]
+    assert list(ranks[1]) == batches[1]

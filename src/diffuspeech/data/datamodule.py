@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from diffuspeech.data.features import UnitCache
 from diffuspeech.data.manifest import ManifestRow
@@ -227,15 +227,27 @@ class SpeechTextDataModule(L.LightningDataModule):
         ]
         return collate_layouts(layouts, [row.id for _, row in pairs], vocabulary.pad_id)
 
+    def _rank(self) -> tuple[int, int]:
+        """Return (global rank, world size); (0, 1) outside a trainer."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader[Any]:
-        self.train_loader = ResumableDataLoader(self.train_dataset, self.batch_size, self.collate)
+        # The loader shards batches across ranks itself, so the trainer must not inject a DistributedSampler.
+        rank, world_size = self._rank()
+        self.train_loader = ResumableDataLoader(self.train_dataset, self.batch_size, self.collate, rank, world_size)
         return self.train_loader
 
     def val_dataloader(self) -> DataLoader[Any]:
+        rank, world_size = self._rank()
+        sampler: DistributedSampler[Any] | None = None
+        if world_size > 1:
+            sampler = DistributedSampler(self.valid_dataset, num_replicas=world_size, rank=rank, shuffle=False)
         # An explicit generator keeps the loader from drawing its base seed from the global torch generator.
         return DataLoader(
             self.valid_dataset,
             batch_size=self.batch_size,
+            sampler=sampler,
             shuffle=False,
             collate_fn=self.collate,
             generator=torch.Generator(),
@@ -253,20 +265,27 @@ def bad_rows_message(bad: list[BadRow], path: Path, shown: int = 3) -> str:
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """Consecutive batches of indices; one iteration can start ``start`` batches into the epoch (resume)."""
+    """This rank's batches of an epoch; one iteration can start ``start`` batches in (resume).
 
-    def __init__(self, length: int, batch_size: int) -> None:
+    Batch b of rank r holds the consecutive indices from ``(b * world_size + r) * batch_size``,
+    taken modulo the epoch length, so every rank gets the same number of full batches.
+    """
+
+    def __init__(self, length: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
         self.length = length
         self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
         self.start = 0
 
     def __len__(self) -> int:
-        return -(-self.length // self.batch_size)
+        return -(-self.length // (self.batch_size * self.world_size))
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start = self.start, 0
         for batch in range(start, len(self)):
-            yield list(range(batch * self.batch_size, min(self.length, (batch + 1) * self.batch_size)))
+            first = (batch * self.world_size + self.rank) * self.batch_size
+            yield [index % self.length for index in range(first, first + self.batch_size)]
 
 
 class ResumableDataLoader(DataLoader[Any]):
@@ -283,8 +302,10 @@ class ResumableDataLoader(DataLoader[Any]):
     gives the remainder of an interrupted epoch.
     """
 
-    def __init__(self, dataset: MixtureDataset, batch_size: int, collate: Any) -> None:
-        self.batches = EpochBatchSampler(len(dataset), batch_size)
+    def __init__(
+        self, dataset: MixtureDataset, batch_size: int, collate: Any, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.batches = EpochBatchSampler(len(dataset), batch_size, rank, world_size)
         super().__init__(dataset, batch_sampler=self.batches, collate_fn=collate, generator=torch.Generator())
         self.mixture = dataset
         self.consumed = 0

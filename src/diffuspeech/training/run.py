@@ -108,6 +108,8 @@ def build_trainer(recipe: DictConfig, logger: FaultTolerantMLFlowLogger, checkpo
         logger=logger,
         callbacks=[checkpoints, samples, StepSeeds(int(recipe.seed))],
         plugins=[SafeCheckpointIO()],
+        # The data module shards its batches across ranks itself (see ResumableDataLoader).
+        use_distributed_sampler=False,
         default_root_dir=str(recipe.output_dir),
         enable_model_summary=False,
     )

@@ -228,6 +228,9 @@ def make_logger(recipe: DictConfig, resume: bool = False) -> FaultTolerantMLFlow
     uri = tracking_uri(recipe)
     _http_limits(uri)
     run_id = _stored_run(output_dir, uri) if resume else None
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        # Lightning gives other ranks a no-op experiment; only rank 0 writes the run files and parameters.
+        return _open_logger(recipe, uri, run_id)
     try:
         logger = _open_logger(recipe, uri, run_id)
     except TRACKING_ERRORS as error:
