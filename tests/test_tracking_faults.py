@@ -170,6 +170,7 @@ def test_server_stopped_mid_run(mlflow_server: tuple[str, subprocess.Popen[bytes
     sent_steps = {point.step for point in client.get_metric_history(run_id, "train/loss")}
     assert sent_steps
     assert max(pending_steps) == 59
-    assert not sent_steps & pending_steps
+    # A request in flight when the server died may have arrived too, so a step can be in both.
+    assert sent_steps | pending_steps == set(range(60))
     assert pending[-1]["status"] == "success"
     assert (output_dir / "checkpoints" / "last.ckpt").is_file()
