@@ -22,6 +22,7 @@ from diffuspeech.recipe import apply_overrides, build_component
 from diffuspeech.settings import plugin_keys
 from diffuspeech.system import System, build_backbone, compose
 from diffuspeech.threads import limited_threads
+from diffuspeech.training.checkpointing import read_checkpoint
 from diffuspeech.training.module import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
@@ -120,18 +121,9 @@ class LoadedModel:
 
 
 def _read_checkpoint(path: Path, device: str) -> dict[str, Any]:
-    """Read a checkpoint without executing code from it (``weights_only=True``)."""
-    if not path.is_file():
-        raise DiffuSpeechError(f"checkpoint {path} not found")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    # Any failure of the restricted unpickler means the file is not a checkpoint this loader accepts.
-    except Exception as error:
-        raise DiffuSpeechError(
-            f"cannot load checkpoint {path} safely: {error}. Only checkpoints written by diffuspeech "
-            "(tensors and plain values) are accepted"
-        ) from error
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+    """Read a diffuspeech checkpoint without executing code from it (``weights_only=True``)."""
+    checkpoint = read_checkpoint(path, device)
+    if CHECKPOINT_KEY not in checkpoint:
         raise DiffuSpeechError(f"{path} is not a diffuspeech checkpoint: it has no {CHECKPOINT_KEY!r} entry")
     return checkpoint
 
