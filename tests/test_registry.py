@@ -16,12 +16,12 @@ from diffuspeech_plugins.noise_schedules.cosine import CosineSchedule
 from diffuspeech_plugins.noise_schedules.linear import LinearSchedule
 
 FIRST_PARTY = {
-    "text_tokenizer": ["sentencepiece"],
-    "speech_tokenizer": ["mel_kmeans"],
-    "vocoder": ["griffin_lim"],
-    "backbone": ["llada"],
-    "noise_schedule": ["cosine", "linear"],
-    "sampler": ["confidence"],
+    "text_tokenizer": ["hf_tokenizers", "sentencepiece"],
+    "speech_tokenizer": ["hubert_kmeans", "mel_kmeans"],
+    "vocoder": ["griffin_lim", "unit_hifigan"],
+    "backbone": ["llada", "llada_pretrained"],
+    "noise_schedule": ["cosine", "linear", "polynomial"],
+    "sampler": ["ancestral", "confidence", "parallel", "random_remasking", "semi_ar"],
     "speech_synthesizer": ["espeak_ng", "flite"],
     "recognizer": ["pocketsphinx"],
 }
