@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -164,9 +165,26 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
     recipe = _checked_recipe(path, stored["recipe"])
     system = compose(recipe)
     system.load_plugin_states(stored["plugins"])
-    backbone = build_backbone(recipe, system.vocabulary)
     prefix = "backbone."
     weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    backbone.load_state_dict(weights)
+    backbone = _trained_backbone(recipe, system, weights)
     backbone.to(device).eval()
     return LoadedModel(system, backbone)
+
+
+def _trained_backbone(recipe: DictConfig, system: System, weights: dict[str, torch.Tensor]) -> Backbone:
+    """Build the recipe's backbone with the trained ``weights``.
+
+    The backbone is built on the meta device first, so a backbone that starts
+    from pretrained files named in the recipe does not read them again: the
+    trained weights replace them anyway. A backbone that keeps state outside
+    its state dict (a tensor still on the meta device) is built normally.
+    """
+    with torch.device("meta"):
+        backbone = build_backbone(recipe, system.vocabulary)
+    backbone.load_state_dict(weights, assign=True)
+    tensors = itertools.chain(backbone.parameters(), backbone.buffers())
+    if any(tensor.is_meta for tensor in tensors):
+        backbone = build_backbone(recipe, system.vocabulary)
+        backbone.load_state_dict(weights)
+    return backbone

@@ -55,9 +55,10 @@ class LLaDAPretrainedBackbone(LLaDABackbone):
     ``dtype`` is the dtype the weights are read into (float32, bfloat16 or
     float16). NOTE: every process reads the whole checkpoint into CPU memory
     before the strategy shards it; FSDP with meta-device initialization would
-    read only each rank's shard. Inference rebuilds the backbone from the
-    stored recipe, so ``path`` and ``init_from`` are read again there before
-    the trained weights replace them, and must still exist.
+    read only each rank's shard. Inference builds the backbone on the meta
+    device and assigns the trained weights, so there the shards and
+    ``init_from`` are not read; ``config.json`` is, when it still exists, and
+    otherwise ``preset`` gives the architecture.
     """
 
     description = "LLaDA backbone at a named size (tiny ... 8b) or loaded from a local Hugging Face LLaDA folder"
