@@ -135,6 +135,11 @@ def test_cli_transcribe_and_speak(tiny_run: TinyRun, tmp_path: Path) -> None:
     spoken = diffuspeech("speak", str(checkpoint), "two", "-o", str(output))
     assert spoken.returncode == 0, spoken.stderr[-2000:]
     assert sf.info(output).samplerate == 16000
+    assert "does not cover" not in spoken.stderr
+
+    uncovered = diffuspeech("speak", str(checkpoint), "two ß", "-o", str(tmp_path / "uncovered.wav"))
+    assert uncovered.returncode == 0, uncovered.stderr[-2000:]
+    assert "does not cover 'ß'" in uncovered.stderr
 
 
 def test_ask_missing_checkpoint_fails_cleanly(tmp_path: Path) -> None:

@@ -111,6 +111,16 @@ class LoadedModel:
         if not text.strip():
             raise DiffuSpeechError("the text to speak is empty; give at least one word")
         ids = self.system.text_tokenizer.encode(text)
+        decoded = self.system.text_tokenizer.decode(ids)
+        if decoded.split() != text.split():
+            missing = sorted({character for character in text if not character.isspace() and character not in decoded})
+            log.warning(
+                "the text tokenizer does not cover %s of %r, so the model speaks %r; "
+                "write the text with the characters of the training corpus",
+                ", ".join(repr(character) for character in missing) or "part",
+                text,
+                decoded,
+            )
         return self.vocode(self.run("tts", [{"transcript": ids}], seed)[0].units["reply_units"])
 
     def vocode(self, units: torch.Tensor) -> torch.Tensor:
