@@ -155,11 +155,33 @@ def test_evaluate_uses_stored_recipe(tiny_run: TinyRun, tmp_path: Path) -> None:
     checkpoint = tiny_run.output_dir / "checkpoints" / "last.ckpt"
     output_dir = tmp_path / "new" / "folder"
 
-    result = diffuspeech("evaluate", str(checkpoint), f"output_dir={output_dir}", "evaluation.max_items=2")
+    result = diffuspeech(
+        "evaluate", str(checkpoint), f"output_dir={output_dir}", "evaluation.max_items=2", "sampler.args.steps=3"
+    )
 
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((output_dir / "report.json").read_text())
     assert report["splits"]["test"]["rows"] == 2
+    assert report["sampler"]["args"]["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("backbone.args.n_layers=4", "evaluate cannot change backbone.args.n_layers=4"),
+        ("sampler.args.steps=0", "steps must be at least 1"),
+        ("evaluation.max_items=abc", "evaluation.max_items: invalid value"),
+    ],
+)
+def test_evaluate_rejects_bad_overrides(tiny_run: TinyRun, override: str, message: str) -> None:
+    """Overrides of the model, invalid sampler values and invalid types fail before evaluation."""
+    checkpoint = tiny_run.output_dir / "checkpoints" / "last.ckpt"
+
+    result = diffuspeech("evaluate", str(checkpoint), override)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

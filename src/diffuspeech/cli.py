@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -10,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from diffuspeech.errors import DiffuSpeechError
+from diffuspeech.errors import DiffuSpeechError, RecipeError
 
 log = logging.getLogger("diffuspeech")
 
@@ -93,19 +94,28 @@ def command_validate_data(args: argparse.Namespace) -> int:
     return 1 if result.bad else 0
 
 
-def _evaluate(recipe: DictConfig, checkpoint: Path) -> dict[str, Any]:
+EVALUATE_KEYS = ("data_dir", "output_dir", "seed", "evaluation.", "sampler.")
+"""Recipe keys that ``evaluate`` may override; the model itself comes from the checkpoint."""
+
+
+def _evaluate(recipe: DictConfig, checkpoint: Path, sampler_overrides: Sequence[str] = ()) -> dict[str, Any]:
     from diffuspeech.data.manifest import check_splits
     from diffuspeech.evaluation import evaluate
     from diffuspeech.inference import load_checkpoint
     from diffuspeech.recipe import build_component
+    from diffuspeech.settings import check_core_settings
 
+    check_core_settings(recipe)
     settings = recipe.evaluation
     check_splits(Path(str(recipe.data_dir)) / "manifests", list(settings.splits), "evaluation.splits")
     model = load_checkpoint(checkpoint)
+    if sampler_overrides:
+        model = model.with_sampler(sampler_overrides)
     recognizer = build_component(recipe, "evaluation.recognizer", "recognizer")
     max_items = int(settings.max_items) if settings.get("max_items") else None
     report = evaluate(model, recognizer, Path(str(recipe.data_dir)), list(settings.splits), max_items, int(recipe.seed))
     report["checkpoint"] = str(checkpoint)
+    report["sampler"] = OmegaConf.to_container(model.system.recipe.sampler, resolve=True)
     path = Path(str(recipe.output_dir)) / "report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -139,8 +149,15 @@ def command_evaluate(args: argparse.Namespace) -> None:
     from diffuspeech.recipe import apply_overrides
 
     checkpoint = Path(args.checkpoint)
+    fixed = [item for item in args.overrides if not item.split("=", 1)[0].startswith(EVALUATE_KEYS)]
+    if fixed:
+        raise RecipeError(
+            f"evaluate cannot change {', '.join(fixed)}: the model comes from the checkpoint; "
+            f"override only {', '.join(key.rstrip('.') + ('.*' if key.endswith('.') else '') for key in EVALUATE_KEYS)}"
+        )
     recipe = apply_overrides(stored_recipe(checkpoint), args.overrides)
-    print_summary(_evaluate(recipe, checkpoint))
+    sampler_overrides = [item for item in args.overrides if item.startswith("sampler.")]
+    print_summary(_evaluate(recipe, checkpoint, sampler_overrides))
 
 
 def _save(path: Path, waveform: Any, sample_rate: int) -> None:
@@ -152,11 +169,16 @@ def _save(path: Path, waveform: Any, sample_rate: int) -> None:
 
 def command_ask(args: argparse.Namespace) -> None:
     from diffuspeech.inference import load_checkpoint
+    from diffuspeech.recipe import apply_overrides, resolve_component
 
     model = load_checkpoint(Path(args.checkpoint))
     overrides = list(args.sampler)
     if args.stream and not any(item.startswith("sampler.args.block_length=") for item in overrides):
-        overrides.append("sampler.args.block_length=8")
+        # Only samplers that decode in blocks can stream; the others answer in one piece.
+        names = [item.split("=", 1)[1] for item in overrides if item.startswith("sampler.name=")]
+        chosen = apply_overrides(model.system.recipe, [f"sampler.name={names[-1]}"]) if names else model.system.recipe
+        if "block_length" in inspect.signature(resolve_component(chosen, "sampler", "sampler")).parameters:
+            overrides.append("sampler.args.block_length=8")
     if overrides:
         model = model.with_sampler(overrides)
     if not args.stream:
