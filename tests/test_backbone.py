@@ -142,3 +142,10 @@ def test_invalid_shapes(arguments: dict[str, int], message: str) -> None:
     """Head counts and sizes that cannot work raise ValueError naming the values."""
     with pytest.raises(ValueError, match=message):
         LLaDABackbone(vocab_size=VOCAB_SIZE, **arguments)
+
+
+@pytest.mark.parametrize("size", ["d_model", "n_layers", "n_heads", "mlp_hidden_size"])
+def test_non_positive_size_rejected(size: str) -> None:
+    arguments = {"d_model": 16, "n_layers": 1, "n_heads": 2, "mlp_hidden_size": 32, size: 0}
+    with pytest.raises(ValueError, match=f"{size} must be at least 1"):
+        LLaDABackbone(10, **arguments)
