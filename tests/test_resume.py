@@ -168,6 +168,18 @@ def test_resume_never_starts_afresh(corpus: Path, reference_run: Path) -> None:
     assert (output_dir / "mlflow_run_id").read_text().strip() != first_run
 
 
+def test_resume_with_changed_model_fails(corpus: Path, reference_run: Path) -> None:
+    """Resuming with another backbone size names the changed section instead of a state-dict traceback."""
+    output_dir = corpus.parent / "changed"
+    shutil.copytree(reference_run.parent.parent, output_dir)
+
+    result = run_cli("train", "tiny", *overrides(corpus, output_dir, max_steps=14), "backbone.args.n_layers=3")
+
+    assert result.returncode == 2
+    assert "the recipe changed backbone since it was trained" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_checkpoint_io_refuses_crafted_pickle(tmp_path: Path) -> None:
     """The trainer's checkpoint reader rejects a pickle that would run code, and the code never runs."""
     marker = tmp_path / "executed"

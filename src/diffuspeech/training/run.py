@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diffuspeech.data.datamodule import SpeechTextDataModule, bad_rows_message
 from diffuspeech.data.features import UnitCache, fit_speech_tokenizer, fit_text_tokenizer
@@ -60,12 +60,28 @@ def find_resume_checkpoint(recipe: DictConfig, checkpoint_dir: Path) -> Path | N
     return last
 
 
+MODEL_SECTIONS = ("text_tokenizer", "speech_tokenizer", "backbone", "layout")
+"""Recipe sections that shape the weights; a resumed run must not change them."""
+
+
 def restore_plugin_states(system: System, checkpoint: Path) -> None:
     """Load the fitted tokenizers of a checkpoint, so a resumed run uses the same vocabulary and units."""
     stored = read_checkpoint(checkpoint).get(CHECKPOINT_KEY)
     if not isinstance(stored, dict) or "plugins" not in stored:
         raise CheckpointError(
             f"{checkpoint} is not a diffuspeech training checkpoint; move it away or set training.resume=never"
+        )
+    # The weights and units only fit the model the checkpoint was trained with.
+    trained = stored.get("recipe", {})
+    changed = [
+        section
+        for section in MODEL_SECTIONS
+        if section in trained and trained[section] != OmegaConf.to_container(system.recipe[section], resolve=True)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint}: the recipe changed {', '.join(changed)} since it was trained; "
+            "use another output_dir, or set training.resume=never to start afresh"
         )
     system.load_plugin_states(stored["plugins"])
 
