@@ -37,3 +37,9 @@ def test_dotted_plugin_path_trusted_by_user(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv(TRUST_PLUGIN_PATHS, "1")
 
     assert stored_recipe(path).backbone.name == "my_package.backbones:Mine"
+
+
+def test_folder_as_checkpoint_named(tmp_path: Path) -> None:
+    """A run folder given in place of a checkpoint file gets its own message, not 'not found'."""
+    with pytest.raises(DiffuSpeechError, match="is a folder; give a checkpoint file"):
+        load_checkpoint(tmp_path)

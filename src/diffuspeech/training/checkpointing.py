@@ -40,6 +40,10 @@ class CheckpointError(DiffuSpeechError):
 
 def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``; raise ``CheckpointError`` on any failure."""
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a folder; give a checkpoint file, such as checkpoints/last.ckpt of a run folder"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
