@@ -174,7 +174,7 @@ def command_ask(args: argparse.Namespace) -> None:
     model = load_checkpoint(Path(args.checkpoint))
     overrides = list(args.sampler)
     if args.stream and not any(item.startswith("sampler.args.block_length=") for item in overrides):
-        # Only samplers that decode in blocks can stream; the others answer in one piece.
+        # Only samplers that decode in blocks can stream, so the others return the reply in one piece.
         names = [item.split("=", 1)[1] for item in overrides if item.startswith("sampler.name=")]
         chosen = apply_overrides(model.system.recipe, [f"sampler.name={names[-1]}"]) if names else model.system.recipe
         if "block_length" in inspect.signature(resolve_component(chosen, "sampler", "sampler")).parameters:

@@ -23,7 +23,7 @@ from diffuspeech.vocabulary import SPEECH, TEXT
 class Generated:
     """Decoded target spans of one request: text per text field, units per speech field.
 
-    ``complete`` tells per field whether the span is final; it is False only
+    ``complete`` records per field whether the span is final; it is False only
     for the partial results of ``generate_stream``, whose spans then hold
     the finished prefix up to the first position still being denoised.
     """

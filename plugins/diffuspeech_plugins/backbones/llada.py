@@ -87,7 +87,7 @@ class LLaDABlock(nn.Module):
     ) -> torch.Tensor:
         """Compute the block at ``positions`` (b, m) only, with the cached ``keys`` and ``values`` elsewhere.
 
-        ``x`` (b, m, d_model) holds the hidden states at ``positions``; ``cos``
+        ``x`` (b, m, d_model) contains the hidden states at ``positions``; ``cos``
         and ``sin`` (b, 1, m, head_dim) their rotary tables.
         """
         q, k, v = self._project(self.attn_norm(x), cos, sin)

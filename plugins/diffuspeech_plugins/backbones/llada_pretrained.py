@@ -56,9 +56,9 @@ class LLaDAPretrainedBackbone(LLaDABackbone):
     float16). NOTE: every process reads the whole checkpoint into CPU memory
     before the strategy shards it; FSDP with meta-device initialization would
     read only each rank's shard. Inference builds the backbone on the meta
-    device and assigns the trained weights, so there the shards and
-    ``init_from`` are not read; ``config.json`` is, when it still exists, and
-    otherwise ``preset`` gives the architecture.
+    device and assigns the trained weights, so it reads neither the shards
+    nor ``init_from``. The architecture then comes from ``config.json`` when
+    it still exists, else from ``preset``.
     """
 
     description = "LLaDA backbone at a named size (tiny ... 8b) or loaded from a local Hugging Face LLaDA folder"

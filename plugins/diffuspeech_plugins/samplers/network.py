@@ -67,7 +67,7 @@ class TargetNetwork:
     def logits(self, tokens: torch.Tensor, index: torch.Tensor, refresh: bool) -> torch.Tensor:
         """Return logits (b, k, V) of the slots at ``index`` (b, k) for the current ``tokens`` (b, n).
 
-        ``refresh`` asks for a full, exact forward pass that also rebuilds the cache.
+        ``refresh`` requests a full, exact forward pass that also rebuilds the cache.
         """
         rows = tokens.shape[0]
         if self.cfg_scale > 0:

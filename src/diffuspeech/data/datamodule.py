@@ -255,7 +255,7 @@ class SpeechTextDataModule(L.LightningDataModule):
 
 
 def bad_rows_message(bad: list[BadRow], path: Path, shown: int = 3) -> str:
-    """Return a one-line error that names the first ``shown`` bad rows of ``path`` and tells the user what to do."""
+    """Return a one-line error that names the first ``shown`` bad rows of ``path`` and says how to fix them."""
     listed = "; ".join(str(row) for row in bad[:shown])
     more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
     return (
@@ -267,7 +267,7 @@ def bad_rows_message(bad: list[BadRow], path: Path, shown: int = 3) -> str:
 class EpochBatchSampler(Sampler[list[int]]):
     """This rank's batches of an epoch; one iteration can start ``start`` batches in (resume).
 
-    Batch b of rank r holds the consecutive indices from ``(b * world_size + r) * batch_size``,
+    Batch b of rank r contains the consecutive indices from ``(b * world_size + r) * batch_size``,
     taken modulo the epoch length, so every rank gets the same number of full batches.
     """
 

@@ -107,7 +107,7 @@ class Sampler(Plugin):
         """Yield ``(tokens, finished)`` pairs (b, n) as target positions become final.
 
         ``finished`` is True at the target positions that will not change
-        again. The last pair holds the same tokens as ``sample``. This default
+        again. The last pair contains the same tokens as ``sample``. This default
         yields once, at the end. Samplers that decode in blocks yield after
         each block, so callers can use the first blocks early.
         """
